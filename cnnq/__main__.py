@@ -1,0 +1,3 @@
+from cnnq.cli.app import entry_point
+
+entry_point()

@@ -1,0 +1,193 @@
+"""Job rows: create them, move their status, find them. Every status change goes through `transition`."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cnnq.db.status import FINISHED, IllegalTransition, JobStatus, check_transition, sources_of
+from cnnq.db.tables import Job, utcnow
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class JobNotFound(LookupError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r}; `cnnq jobs` lists the jobs")
+        self.job_id = job_id
+
+
+def new_job_id(kind: str) -> str:
+    """Short, readable and unique enough: `train-k3x9qa` (36^6, about 2 billion per kind)."""
+    return f"{kind}-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
+
+
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    spec: dict[str, Any],
+    queue: str,
+    priority: int = 0,
+    parent_id: str | None = None,
+    job_id: str | None = None,
+) -> Job:
+    job = Job(
+        id=job_id or new_job_id(kind),
+        kind=kind,
+        spec=spec,
+        status=JobStatus.QUEUED,
+        priority=priority,
+        queue=queue,
+        parent_id=parent_id,
+        attempts=0,
+        progress=0.0,
+        cancel_requested=False,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def find_job(session: Session, prefix: str) -> Job:
+    """A job by its id, or by a prefix that names exactly one job."""
+    job = session.get(Job, prefix)
+    if job is not None:
+        return job
+    matches = session.scalars(select(Job).where(Job.id.startswith(prefix, autoescape=True)).limit(2)).all()
+    if len(matches) == 1:
+        return matches[0]
+    raise JobNotFound(prefix)
+
+
+def transition(session: Session, job_id: str, target: JobStatus, **fields: Any) -> Job:
+    """Move a job to `target`, refusing illegal moves; race-free across processes.
+
+    The UPDATE only matches rows still in a status from which `target` is legal, so two workers
+    (or a worker and a reaper) cannot both win.
+    """
+    job = get_job(session, job_id)
+    check_transition(job_id, job.status, target)
+    now = utcnow()
+    values: dict[str, Any] = {"status": target, **fields}
+    if target == JobStatus.RUNNING:
+        values.setdefault("started_at", now)
+        values.setdefault("heartbeat_at", now)
+    if target in FINISHED:
+        values.setdefault("finished_at", now)
+        if target == JobStatus.SUCCEEDED:
+            values.setdefault("progress", 1.0)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(sources_of(target)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(job)
+        raise IllegalTransition(job_id, job.status, target)
+    session.refresh(job)
+    return job
+
+
+def update_job(session: Session, job_id: str, **fields: Any) -> None:
+    """Change fields other than the status (progress, message, heartbeat...)."""
+    if "status" in fields:
+        raise ValueError("use transition() to change a job's status")
+    session.execute(
+        update(Job).where(Job.id == job_id).values(**fields).execution_options(synchronize_session=False)
+    )
+
+
+def request_cancel(session: Session, job_id: str) -> Job:
+    """Cancel cooperatively: a queued job is cancelled now, a running one is asked to stop.
+
+    A bulk parent passes the request to its shards.
+    """
+    job = get_job(session, job_id)
+    if job.status.finished:
+        return job
+    children = session.scalars(select(Job.id).where(Job.parent_id == job_id)).all()
+    for child_id in children:
+        request_cancel(session, child_id)
+    update_job(session, job_id, cancel_requested=True)
+    session.refresh(job)
+    if job.status == JobStatus.QUEUED and not children:
+        try:
+            return transition(session, job_id, JobStatus.CANCELLED, message="cancelled before it started")
+        except IllegalTransition:
+            session.refresh(job)
+    return job
+
+
+def is_cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    statuses: Sequence[JobStatus] = (),
+    kinds: Sequence[str] = (),
+    since: datetime | None = None,
+    parent_id: str | None = None,
+    top_level: bool = False,
+    limit: int = 100,
+) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
+    if since is not None:
+        query = query.where(Job.created_at >= since)
+    if parent_id is not None:
+        query = query.where(Job.parent_id == parent_id)
+    elif top_level:
+        query = query.where(Job.parent_id.is_(None))
+    return list(session.scalars(query.limit(limit)))
+
+
+def children_of(session: Session, job_id: str) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id)))
+
+
+def count_by_status(session: Session, parent_id: str) -> dict[JobStatus, int]:
+    rows = session.execute(
+        select(Job.status, func.count()).where(Job.parent_id == parent_id).group_by(Job.status)
+    ).all()
+    return {JobStatus(status): count for status, count in rows}
+
+
+def lost_jobs(session: Session, lost_after: timedelta) -> list[Job]:
+    """Running jobs whose heartbeat stopped: their worker died. (A bulk parent never beats itself.)"""
+    cutoff = utcnow() - lost_after
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.status == JobStatus.RUNNING,
+                Job.heartbeat_at.is_not(None),
+                Job.heartbeat_at < cutoff,
+            )
+        )
+    )
+
+
+def is_lost(job: Job, lost_after: timedelta, now: datetime | None = None) -> bool:
+    if job.status != JobStatus.RUNNING or job.heartbeat_at is None:
+        return False
+    return (now or utcnow()) - job.heartbeat_at > lost_after

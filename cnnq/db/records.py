@@ -1,0 +1,185 @@
+"""What a job leaves behind: metrics, artifacts, log lines and predictions.
+
+Writes are idempotent, so a job delivered twice never duplicates a row: a metric is keyed by
+(job, name, step), an artifact by (job, kind), a prediction by (bulk job, input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Insert, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cnnq.db.status import JobStatus
+from cnnq.db.tables import Artifact, Job, LogLine, Metric, Prediction, utcnow
+from cnnq.errors import UserError
+
+MODEL_ARTIFACT = "model"
+"""The artifact kind of a trained model file, which `--model-from JOB` names."""
+
+
+def _insert(session: Session, table: Any) -> Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"cnnq supports SQLite and PostgreSQL, not {dialect}")
+
+
+def record_metrics(session: Session, job_id: str, step: int, values: Mapping[str, float]) -> None:
+    if not values:
+        return
+    now = utcnow()
+    rows = [
+        {"job_id": job_id, "step": step, "name": k, "value": float(v), "time": now} for k, v in values.items()
+    ]
+    stmt = _insert(session, Metric).values(rows)
+    stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=["job_id", "name", "step"],
+        set_={"value": stmt.excluded.value, "time": stmt.excluded.time},  # type: ignore[attr-defined]
+    )
+    session.execute(stmt)
+
+
+def record_artifact(session: Session, job_id: str, kind: str, uri: str, size: int, sha256: str) -> None:
+    stmt = _insert(session, Artifact).values(
+        job_id=job_id, kind=kind, uri=uri, bytes=size, sha256=sha256, created_at=utcnow()
+    )
+    stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
+        index_elements=["job_id", "kind"],
+        set_={
+            "uri": stmt.excluded.uri,  # type: ignore[attr-defined]
+            "bytes": stmt.excluded.bytes,  # type: ignore[attr-defined]
+            "sha256": stmt.excluded.sha256,  # type: ignore[attr-defined]
+            "created_at": stmt.excluded.created_at,  # type: ignore[attr-defined]
+        },
+    )
+    session.execute(stmt)
+
+
+def append_log(session: Session, job_id: str, lines: Iterable[str]) -> None:
+    now = utcnow()
+    rows = [{"job_id": job_id, "line": line, "time": now} for line in lines]
+    if rows:
+        session.execute(_insert(session, LogLine).values(rows))
+
+
+def insert_predictions(session: Session, job_id: str, bulk_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Bulk-insert prediction rows; an input already scored for this bulk job is left as it was.
+
+    Returns how many rows were new.
+    """
+    if not rows:
+        return 0
+    now = utcnow()
+    values = [
+        {
+            "job_id": job_id,
+            "bulk_id": bulk_id,
+            "input": r["input"],
+            "label": r.get("label"),
+            "score": r.get("score"),
+            "probabilities": r.get("probabilities"),
+            "error": r.get("error"),
+            "time": now,
+        }
+        for r in rows
+    ]
+    inserted = 0
+    # Keep each statement well under PostgreSQL's 65,535 bind parameters.
+    for start in range(0, len(values), 1000):
+        stmt = _insert(session, Prediction).values(values[start : start + 1000])
+        stmt = stmt.on_conflict_do_nothing(index_elements=["bulk_id", "input"])  # type: ignore[attr-defined]
+        inserted += len(session.execute(stmt.returning(Prediction.id)).all())
+    return inserted
+
+
+def scored_inputs(session: Session, bulk_id: str, inputs: Sequence[str] | None = None) -> set[str]:
+    """Inputs of a bulk job that already have a row (scored or flagged)."""
+    query = select(Prediction.input).where(Prediction.bulk_id == bulk_id)
+    if inputs is None:
+        return set(session.scalars(query))
+    found: set[str] = set()
+    for start in range(0, len(inputs), 1000):
+        found.update(session.scalars(query.where(Prediction.input.in_(inputs[start : start + 1000]))))
+    return found
+
+
+def metric_history(session: Session, job_id: str) -> list[dict[str, Any]]:
+    """One object per step, `{"epoch": step, name: value, ...}`, in step order."""
+    history: dict[int, dict[str, Any]] = {}
+    for metric in session.scalars(
+        select(Metric).where(Metric.job_id == job_id).order_by(Metric.step, Metric.id)
+    ):
+        history.setdefault(metric.step, {"epoch": metric.step})[metric.name] = metric.value
+    return [history[step] for step in sorted(history)]
+
+
+def last_metrics(session: Session, job_id: str) -> dict[str, float]:
+    """Each metric name's value at its highest step."""
+    latest: dict[str, tuple[int, float]] = {}
+    for name, step, value in session.execute(
+        select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id)
+    ):
+        if name not in latest or step >= latest[name][0]:
+            latest[name] = (step, value)
+    return {name: value for name, (_, value) in latest.items()}
+
+
+def artifacts_of(session: Session, job_id: str) -> list[Artifact]:
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
+
+
+def find_artifact(session: Session, job_id: str, kind: str) -> Artifact | None:
+    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
+
+
+def log_lines(session: Session, job_id: str, after_id: int = 0) -> list[LogLine]:
+    return list(
+        session.scalars(
+            select(LogLine).where(LogLine.job_id == job_id, LogLine.id > after_id).order_by(LogLine.id)
+        )
+    )
+
+
+def prediction_counts(session: Session, bulk_id: str, positive_label: str | None) -> dict[str, int]:
+    total = session.scalar(select(func.count()).where(Prediction.bulk_id == bulk_id)) or 0
+    flagged = (
+        session.scalar(
+            select(func.count()).where(Prediction.bulk_id == bulk_id, Prediction.error.is_not(None))
+        )
+        or 0
+    )
+    positive = 0
+    if positive_label is not None:
+        positive = (
+            session.scalar(
+                select(func.count()).where(Prediction.bulk_id == bulk_id, Prediction.label == positive_label)
+            )
+            or 0
+        )
+    return {"inputs": total, "scored": total - flagged, "flagged": flagged, "positive": positive}
+
+
+def model_file_of(session: Session, job: Job) -> Path:
+    """The trained model a finished training job left, or a one-line refusal."""
+    artifact = find_artifact(session, job.id, MODEL_ARTIFACT)
+    if artifact is None:
+        if job.kind != "train":
+            raise UserError(f"--model-from: job {job.id} is a {job.kind} job; name a training job")
+        if job.status != JobStatus.SUCCEEDED:
+            raise UserError(
+                f"--model-from: job {job.id} is {job.status}; its model is ready once it has SUCCEEDED"
+            )
+        raise UserError(f"--model-from: job {job.id} left no model file")
+    path = Path(artifact.uri)
+    if not path.is_file():
+        raise UserError(
+            f"--model-from: job {job.id}'s model {path} is missing; is CNNQ_ARTIFACT_ROOT shared?"
+        )
+    return path

@@ -1,0 +1,18 @@
+"""Errors a user can fix. The CLI prints their message as one line and exits with code 2."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+
+class UserError(Exception):
+    """A refused input: the message names the problem and what to do about it."""
+
+
+def validation_message(error: ValidationError) -> str:
+    """The first problem of a pydantic error as one line that names the option."""
+    first = error.errors()[0]
+    loc = [str(p) for p in first["loc"] if p != "spec" and not str(p).startswith("function-")]
+    option = f"--{loc[-1].replace('_', '-')}" if loc else "the job spec"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{option}: {message}"

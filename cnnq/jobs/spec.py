@@ -1,0 +1,138 @@
+"""Job specs: what a job is asked to do, validated once when it is submitted.
+
+Specs are plain pydantic models that travel as JSON (in the job row and the Celery message).
+Checks that need the file system or the model zoo live in `cnnq.jobs.validate`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class JobKind(StrEnum):
+    TRAIN = "train"
+    EVAL = "eval"
+    INFER = "infer"
+
+
+DatasetName = Literal["mnist", "cifar10", "folder", "xray"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+Schedule = Literal["onecycle", "cosine", "step", "none"]
+Engine = Literal["auto", "eager", "onnx"]
+Split = Literal["train", "val", "test"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Device = Field(
+        "auto", description="Where the job runs its model: auto picks CUDA when the worker has it."
+    )
+    batch_size: int = Field(64, ge=1, le=65536, description="Images per batch.")
+    num_workers: int = Field(
+        2, ge=0, le=64, description="DataLoader worker processes for folder and X-ray sets."
+    )
+
+
+class _DataOptions(BaseModel):
+    dataset: DatasetName = Field(
+        description="mnist, cifar10, folder (an ImageFolder tree) or xray (chest_xray)."
+    )
+    data_root: Path = Field(description="Where the dataset lives (resolved to an absolute path at submit).")
+    image_size: int | None = Field(None, ge=8, le=1024, description="Resize images to this square size.")
+    val_split: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Fraction of training data held out for validation."
+    )
+    limit: int | None = Field(None, ge=1, description="Use only this many training images (quick runs).")
+
+
+class TrainSpec(_Spec, _DataOptions):
+    kind: Literal["train"] = "train"
+    model: str = Field(description="A model from `cnnq models`.")
+    pretrained: bool = Field(False, description="Start from torchvision's ImageNet weights.")
+    weights: Path | None = Field(None, description="A local file of pretrained weights (offline use).")
+    freeze_backbone: bool = Field(False, description="Train only the classifier head.")
+    epochs: int = Field(5, ge=1, le=10000)
+    optimizer: Optimizer = "adam"
+    lr: float | None = Field(None, gt=0.0, le=10.0, description="Peak learning rate (default: by optimizer).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    schedule: Schedule = "onecycle"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = Field(0, ge=0)
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a better val_accuracy."
+    )
+    augment: str | None = Field(
+        None, description="Training augmentation, e.g. rotation=20,shift=0.1,flip,zoom=0.1."
+    )
+    class_weights: bool = Field(
+        True, description="Weight the loss by inverse class frequency (imbalanced sets)."
+    )
+    threshold: Annotated[str, Field(pattern=r"^(youden|0?\.\d+|0|1)$")] | None = Field(
+        None, description="Two classes: a decision threshold, or `youden`, picked on the validation set."
+    )
+    target_sensitivity: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> TrainSpec:
+        if self.weights is not None and not self.pretrained:
+            raise ValueError("--weights only makes sense with --pretrained")
+        if self.threshold is not None and self.target_sensitivity is not None:
+            raise ValueError("give --threshold or --target-sensitivity, not both")
+        return self
+
+
+class EvalSpec(_Spec):
+    kind: Literal["eval"] = "eval"
+    model_from: str = Field(description="The training job whose best model to evaluate.")
+    checkpoint: Path = Field(description="That model's file (resolved from --model-from at submit).")
+    dataset: DatasetName | None = Field(None, description="Default: the dataset the model was trained on.")
+    data_root: Path | None = None
+    image_size: int | None = Field(None, ge=8, le=1024)
+    split: Split = "test"
+    limit: int | None = Field(None, ge=1)
+    threshold: Annotated[str, Field(pattern=r"^(youden|0?\.\d+|0|1)$")] | None = None
+    target_sensitivity: float | None = Field(None, gt=0.0, lt=1.0)
+
+
+class InferSpec(_Spec):
+    kind: Literal["infer"] = "infer"
+    model_from: str
+    checkpoint: Path
+    input: str = Field(description="A file, a folder (recursive), a glob, or a text file listing paths.")
+    paths: list[str] | None = Field(None, description="This shard's inputs (set by cnnq for bulk jobs).")
+    engine: Engine = "auto"
+    shard_size: int = Field(2000, ge=1, le=1_000_000)
+    output: Path | None = Field(None, description="Also write the results to this CSV file.")
+    resume: str | None = Field(None, description="A bulk job whose missing inputs this one scores.")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Default: the model's stored threshold."
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("--input is empty")
+        return value
+
+
+JobSpec = Annotated[TrainSpec | EvalSpec | InferSpec, Field(discriminator="kind")]
+
+
+class _AnySpec(BaseModel):
+    spec: JobSpec
+
+
+def parse_spec(data: dict) -> TrainSpec | EvalSpec | InferSpec:
+    """A spec from its JSON form (as stored in the job row)."""
+    return _AnySpec.model_validate({"spec": data}).spec
