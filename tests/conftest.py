@@ -29,6 +29,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 # One torch thread per test process: the workers the tests start share two cores with it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("CNNQ_TORCH_THREADS", "1")  # jobs set torch threads from this, not OMP
 
 
 def free_port() -> int:
@@ -221,3 +222,79 @@ def cli() -> object:
 def cnnq_command() -> list[str]:
     """The CLI as a separate process (for workers and end-to-end tests)."""
     return [sys.executable, "-m", "cnnq"]
+
+
+# --- Worker processes (SPINE) -----------------------------------------------------------------------
+
+FAST_BEATS = {
+    "CNNQ_HEARTBEAT_SECONDS": "1",
+    "CNNQ_LOST_AFTER_SECONDS": "5",
+    "CNNQ_CANCEL_POLL_SECONDS": "0.5",
+    "CNNQ_TORCH_THREADS": "1",
+}
+
+
+@dataclass
+class WorkerLauncher:
+    """A `cnnq worker ...` process (a supervisor of one or more Celery worker processes)."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def celery_pids(self) -> list[int]:
+        """The registered Celery worker processes this launcher started (from the `workers` table)."""
+        from sqlalchemy import select
+
+        from cnnq.db.session import session_scope
+        from cnnq.db.tables import Worker
+
+        with session_scope() as session:
+            rows = session.execute(select(Worker.name, Worker.pid).where(Worker.stopped_at.is_(None))).all()
+        return [pid for name, pid in rows if f"-{self.process.pid}@" in name]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, 15)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_workers(tmp_path: Path) -> Iterator[object]:
+    """`start_workers("--cpu", "--concurrency", "2", expect=2)`: real `cnnq worker` processes with this
+    test's CNNQ_* environment, returned once `expect` of them registered; all stopped at the end."""
+    launched: list[WorkerLauncher] = []
+
+    def start(*args: str, expect: int = 1, timeout: float = 90.0) -> WorkerLauncher:
+        log = tmp_path / f"worker-{len(launched)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*cnnq_command(), "worker", *(args or ("--cpu",))],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ},
+            )
+        launcher = WorkerLauncher(process, log)
+        launched.append(launcher)
+        deadline = time.monotonic() + timeout
+        while len(launcher.celery_pids()) < expect:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not register: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return launcher
+
+    yield start
+    for launcher in launched:
+        launcher.stop()
+
+
+@pytest.fixture
+def queue_env(use_settings, broker_url: str, database_url: str):  # type: ignore[no-untyped-def]
+    """cnnq settings for tests with a real Redis, fast heartbeats, and SQLite or PostgreSQL."""
+    return use_settings(CNNQ_BROKER_URL=broker_url, CNNQ_DATABASE_URL=database_url, **FAST_BEATS)

@@ -1,9 +1,42 @@
-"""cnnq dashboard commands (being written)."""
+"""`cnnq dashboard`: serve the Streamlit dashboard on the job database."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+
 import typer
+
+from cnnq.cli.output import err_console
+from cnnq.dashboard.launch import streamlit_command
+from cnnq.settings import get_settings, mask_url
+
+
+def dashboard(
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Port to serve on (default: CNNQ_DASHBOARD_PORT, 8501)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; 0.0.0.0 serves other hosts too."
+    ),
+) -> None:
+    """Serve the dashboard (jobs, curves, evaluation reports, bulk scores, X-ray check, workers)."""
+    settings = get_settings()
+    port = port or settings.dashboard_port
+    err_console.print(
+        f"dashboard on http://{host}:{port} · database {mask_url(settings.database_url)}", highlight=False
+    )
+    # The child inherits this environment, CNNQ_* included, so it reads the same settings.
+    server = subprocess.Popen(streamlit_command(host, port))
+    # Stopping this command stops the server: SIGTERM is passed on, Ctrl-C reaches both.
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        code = server.wait()
+    if code not in (0, -2, 130):
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.command("dashboard")(dashboard)

@@ -1,9 +1,315 @@
-"""cnnq jobs commands (being written)."""
+"""Looking at jobs and steering them: `jobs`, `show`, `logs`, `wait`, `cancel`, `retry`."""
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cnnq.cli.output import console, err_console, print_json
+from cnnq.db.jobs import JobNotFound, count_by_status, find_job, is_lost, list_jobs, request_cancel
+from cnnq.db.records import log_lines, prediction_counts
+from cnnq.db.session import session_scope
+from cnnq.db.status import JobStatus
+from cnnq.db.tables import Job, utcnow
+from cnnq.db.views import job_object
+from cnnq.errors import UserError
+from cnnq.settings import get_settings
+
+_POLL_SECONDS = 0.5
+_SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_STYLE = {
+    JobStatus.QUEUED: "cyan",
+    JobStatus.RUNNING: "yellow",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "red",
+    JobStatus.CANCELLED: "magenta",
+}
+
+
+def _lost_after() -> timedelta:
+    return timedelta(seconds=get_settings().lost_after_seconds)
+
+
+def status_text(job: Job) -> str:
+    """The status as people read it: a running job whose worker stopped beating is `RUNNING (lost)`."""
+    return f"{job.status} (lost)" if is_lost(job, _lost_after()) else str(job.status)
+
+
+def _styled_status(job: Job) -> str:
+    return f"[{_STYLE[job.status]}]{status_text(job)}[/]"
+
+
+def _job(session: Any, job_id: str) -> Job:
+    try:
+        return find_job(session, job_id)
+    except JobNotFound as error:
+        raise UserError(str(error)) from None
+
+
+def full_object(session: Any, job: Job) -> dict[str, Any]:
+    """The job object, plus shard and prediction counts for a bulk parent."""
+    obj = job_object(session, job)
+    obj["lost"] = is_lost(job, _lost_after())
+    shards = count_by_status(session, job.id)
+    if shards:
+        obj["shards"] = {str(status): count for status, count in shards.items()}
+        obj["predictions"] = prediction_counts(session, job.spec.get("resume") or job.id, None)
+    return obj
+
+
+def parse_since(text: str) -> datetime:
+    match = _SINCE.match(text.strip())
+    if match:
+        return utcnow() - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"--since: {text!r} is not a duration like 30m, 2h, 7d or a date like 2026-11-27"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None:
+        return ""
+    seconds = int(((end or utcnow()) - start).total_seconds())
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def print_job(session: Any, job: Job) -> None:
+    """`cnnq show` for people: spec, status, timings, last metrics, artifacts, error."""
+    obj = full_object(session, job)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("id", job.id)
+    table.add_row("kind", job.kind)
+    table.add_row("status", _styled_status(job))
+    table.add_row("progress", f"{job.progress:.0%}")
+    if job.message:
+        table.add_row("message", job.message)
+    table.add_row("queue", f"{job.queue} (priority {job.priority})")
+    if job.parent_id:
+        table.add_row("bulk job", job.parent_id)
+    table.add_row("worker", f"{job.worker or '-'} on {job.device or '-'}, attempts {job.attempts}")
+    table.add_row("created", job.created_at.isoformat(timespec="seconds"))
+    if job.started_at:
+        table.add_row("started", job.started_at.isoformat(timespec="seconds"))
+        table.add_row("ran for", _duration(job.started_at, job.finished_at))
+    if job.finished_at:
+        table.add_row("finished", job.finished_at.isoformat(timespec="seconds"))
+    table.add_row("spec", " ".join(f"{k}={v}" for k, v in job.spec.items() if v is not None and k != "paths"))
+    for name, value in obj["metrics"].items():
+        table.add_row(name, f"{value:.4g}")
+    for artifact in obj["artifacts"]:
+        table.add_row(f"artifact {artifact['kind']}", f"{artifact['uri']} ({artifact['bytes']} bytes)")
+    if "shards" in obj:
+        table.add_row("shards", ", ".join(f"{n} {s.lower()}" for s, n in obj["shards"].items()))
+        table.add_row("predictions", ", ".join(f"{n} {k}" for k, n in obj["predictions"].items()))
+    if obj["error"]:
+        table.add_row("error", f"[red]{obj['error']['type']}: {obj['error']['message']}[/]")
+        if obj["error"]["traceback"]:
+            table.add_row("traceback", obj["error"]["traceback"])
+    console.print(table)
+
+
+def wait_for(job_id: str, *, as_json: bool = False, timeout: float | None = None) -> int:
+    """Follow a job until it ends, showing its progress; 0 when it SUCCEEDED, 1 otherwise, 124 on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with session_scope() as session:
+        job_id = _job(session, job_id).id
+    shown = console if not as_json else err_console
+    live = shown.is_terminal
+    last_line = ""
+    progress = Progress(
+        TextColumn("{task.fields[job]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[status]} {task.description}"),
+        TimeElapsedColumn(),
+        console=shown,
+        transient=False,
+        disable=not live,
+    )
+    with progress:
+        bar = progress.add_task("", total=1.0, job=job_id, status="")
+        while True:
+            with session_scope() as session:
+                job = _job(session, job_id)
+                status, fraction, message = status_text(job), job.progress, job.message or ""
+                finished = job.status.finished
+            if live:
+                progress.update(bar, completed=fraction, description=message, status=status)
+            else:
+                line = f"{job_id} {status} {fraction:.0%} {message}".rstrip()
+                if line != last_line:
+                    shown.print(line, highlight=False, markup=False, soft_wrap=True)
+                    last_line = line
+            if finished:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                err_console.print(f"{job_id} is still {status} after {timeout:g}s", highlight=False)
+                return 124
+            time.sleep(_POLL_SECONDS)
+    with session_scope() as session:
+        job = _job(session, job_id)
+        if as_json:
+            print_json(full_object(session, job))
+        else:
+            print_job(session, job)
+        return 0 if job.status == JobStatus.SUCCEEDED else 1
+
+
+def jobs_command(
+    status: list[str] = typer.Option(
+        [], "--status", "-s", help="Only jobs in this status (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)."
+    ),
+    kind: list[str] = typer.Option([], "--kind", "-k", help="Only jobs of this kind (train, eval, infer)."),
+    since: str | None = typer.Option(None, "--since", help="Only jobs created since: 30m, 2h, 7d or a date."),
+    shards: bool = typer.Option(False, "--shards", help="Also list the shards of bulk jobs."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many jobs, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of job objects."),
+) -> None:
+    """List jobs, newest first."""
+    try:
+        statuses = [JobStatus(s.upper()) for s in status]
+    except ValueError:
+        raise UserError(f"--status: one of {', '.join(JobStatus)}; got {', '.join(status)}") from None
+    bad_kinds = [k for k in kind if k not in ("train", "eval", "infer")]
+    if bad_kinds:
+        raise UserError(f"--kind: {bad_kinds[0]!r} is not train, eval or infer")
+    moment = parse_since(since) if since else None
+    with session_scope() as session:
+        found = list_jobs(
+            session, statuses=statuses, kinds=kind, since=moment, top_level=not shards, limit=limit
+        )
+        if as_json:
+            print_json([full_object(session, job) for job in found])
+            return
+        table = Table()
+        for header in ("ID", "KIND", "STATUS", "PROGRESS"):
+            table.add_column(header, no_wrap=True)
+        for header in ("QUEUE", "WORKER", "CREATED", "MESSAGE"):
+            table.add_column(header, overflow="fold")
+        for job in found:
+            table.add_row(
+                job.id,
+                job.kind,
+                _styled_status(job),
+                f"{job.progress:.0%}",
+                job.queue,
+                job.worker or "",
+                job.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+                job.message or "",
+            )
+    console.print(table if found else "no jobs")
+
+
+def show_command(
+    job_id: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
+) -> None:
+    """A job's spec, status, timings, last metrics, artifacts and error."""
+    with session_scope() as session:
+        job = _job(session, job_id)
+        if as_json:
+            print_json(full_object(session, job))
+        else:
+            print_job(session, job)
+
+
+def logs_command(
+    job_id: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until the job ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {time, line}."),
+) -> None:
+    """A job's log lines."""
+    after = 0
+    collected: list[dict[str, str]] = []
+    while True:
+        with session_scope() as session:
+            job = _job(session, job_id)
+            finished = job.status.finished
+            for line in log_lines(session, job.id, after):
+                after = line.id
+                if as_json:
+                    collected.append({"time": line.time.isoformat(), "line": line.line})
+                else:
+                    stamp = line.time.astimezone().strftime("%H:%M:%S")
+                    console.print(f"{stamp} {line.line}", highlight=False, markup=False, soft_wrap=True)
+        if not follow or finished:
+            break
+        time.sleep(_POLL_SECONDS)
+    if as_json:
+        print_json(collected)
+
+
+def wait_command(
+    job_id: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0, help="Give up after this many seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the finished job object as JSON."),
+) -> None:
+    """Follow a job with a progress bar until it ends; exit 0 only if it SUCCEEDED (124: timed out)."""
+    code = wait_for(job_id, as_json=as_json, timeout=timeout)
+    if code:
+        raise typer.Exit(code)
+
+
+def cancel_command(
+    job_id: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
+) -> None:
+    """Cancel a job: a queued one now, a running one within seconds (a bulk job: all its shards)."""
+    from cnnq.workers.bulk import settle_parent
+
+    with session_scope() as session:
+        job = _job(session, job_id)
+        before = job.status
+        job = request_cancel(session, job.id)
+        if count_by_status(session, job.id):
+            settle_parent(session, job.id)
+            session.refresh(job)
+    with session_scope() as session:
+        job = _job(session, job.id)
+        if as_json:
+            print_json(full_object(session, job))
+        elif before.finished:
+            console.print(f"{job.id} had already ended: {job.status}")
+        elif job.status == JobStatus.CANCELLED:
+            console.print(f"{job.id} cancelled")
+        else:
+            console.print(f"{job.id} asked to stop; it ends CANCELLED within seconds (`cnnq wait {job.id}`)")
+
+
+def retry_command(
+    job_id: str = typer.Argument(..., help="Job id (or a unique prefix)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new job object as JSON."),
+) -> None:
+    """Submit a new job with the same spec, queue and priority."""
+    from cnnq.workers.submit import retry_job
+
+    with session_scope() as session:
+        old_id = _job(session, job_id).id
+    new_id = retry_job(old_id)
+    with session_scope() as session:
+        if as_json:
+            print_json(full_object(session, _job(session, new_id)))
+        else:
+            console.print(f"queued {new_id} (retry of {old_id})")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.command("jobs")(jobs_command)
+    app.command("show")(show_command)
+    app.command("logs")(logs_command)
+    app.command("wait")(wait_command)
+    app.command("cancel")(cancel_command)
+    app.command("retry")(retry_command)

@@ -1,9 +1,193 @@
-"""cnnq results commands (being written)."""
+"""`cnnq results` (export an inference job's predictions) and `cnnq explain` (a Grad-CAM heatmap)."""
 
 from __future__ import annotations
 
+import csv
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
 import typer
+
+from cnnq.cli.output import console, print_json
+from cnnq.errors import UserError
+
+_PARQUET_BATCH = 5000
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class OnlyRows(StrEnum):
+    POSITIVE = "positive"
+    FLAGGED = "flagged"
+
+
+@contextmanager
+def _atomic_file(target: Path, mode: str) -> Iterator[IO[Any]]:
+    """A file that appears at `target` only once it is complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(
+            handle, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})
+        ) as file:
+            yield file
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _write_csv(records: Iterable[dict[str, Any]], columns: list[str], stream: IO[str]) -> int:
+    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for record in records:
+        writer.writerow(record)
+        count += 1
+    return count
+
+
+def _write_parquet(records: Iterable[dict[str, Any]], columns: list[str], stream: IO[bytes]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = {"path", "label", "error"}
+    schema = pa.schema([(name, pa.string() if name in text else pa.float64()) for name in columns])
+    count = 0
+    with pq.ParquetWriter(stream, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == _PARQUET_BATCH:
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+                count += len(batch)
+                batch = []
+        if batch or count == 0:
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+            count += len(batch)
+    return count
+
+
+def results(
+    job: str = typer.Argument(
+        ..., help="An inference job (bulk parent, shard, or single job): id or prefix."
+    ),
+    format: ExportFormat = typer.Option(ExportFormat.CSV, "--format", help="csv or parquet."),
+    only: OnlyRows | None = typer.Option(
+        None, "--only", help="positive (scored as the positive class) or flagged (unreadable inputs)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write to this file (default: standard output; csv only)."
+    ),
+) -> None:
+    """Export an inference job's predictions: one row per input with path, label, probability, error."""
+    from cnnq.db.jobs import JobNotFound, find_job
+    from cnnq.db.results import prediction_records, prediction_scope
+    from cnnq.db.session import session_scope
+    from cnnq.jobs.prediction_table import prediction_columns
+
+    if format == ExportFormat.PARQUET and out is None:
+        raise UserError("--format parquet needs --out FILE (parquet is not written to a terminal)")
+    with session_scope() as session:
+        try:
+            scope = prediction_scope(session, find_job(session, job))
+        except JobNotFound as error:
+            raise UserError(str(error)) from None
+        columns = prediction_columns(scope.classes)
+        records = prediction_records(session, scope, only.value if only else None)
+        write: Callable[[Iterable[dict[str, Any]], list[str], Any], int]
+        write = _write_parquet if format == ExportFormat.PARQUET else _write_csv
+        if out is None:
+            _write_csv(records, columns, sys.stdout)
+            sys.stdout.flush()
+            return
+        target = out.expanduser()
+        with _atomic_file(target, "wb" if format == ExportFormat.PARQUET else "w") as file:
+            count = write(records, columns, file)
+    console.print(f"wrote {count} rows of {scope.job_id} to {target}", highlight=False)
+
+
+def explain(
+    image: Path = typer.Argument(..., help="The image (PNG, JPEG, DICOM...) to explain."),
+    model_from: str = typer.Option(
+        ..., "--model-from", help="A training job (id or prefix) or its model file."
+    ),
+    out: Path = typer.Option(..., "--out", help="Where to write the heatmap over the image (PNG)."),
+    class_name: str | None = typer.Option(
+        None, "--class", help="Explain this class (default: the predicted label)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the prediction as one JSON object."),
+) -> None:
+    """Score one image and write its Grad-CAM heatmap: where the model looked for the label."""
+    from cnnq.cli.spec_options import resolve_model_from
+    from cnnq.data.decode import ImageDecodeError, load_image
+
+    model_file = resolve_model_from(model_from)
+    try:
+        picture = load_image(image.expanduser())
+    except ImageDecodeError as error:
+        raise UserError(f"{image}: {error.reason}; give a PNG, JPEG or DICOM image") from None
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"--out {out}: write the heatmap to a .png or .jpg file")
+
+    import torch
+
+    from cnnq.data.transforms import preprocess_image
+    from cnnq.jobs.checkpoint import load_model_file
+    from cnnq.jobs.device import configure_threads, pick_device
+    from cnnq.jobs.gradcam import gradcam, overlay
+    from cnnq.jobs.infer import Decision
+
+    configure_threads()
+    loaded = load_model_file(model_file, pick_device("auto"))
+    tensor = preprocess_image(
+        picture,
+        in_channels=loaded.in_channels,
+        image_size=loaded.image_size,
+        mean=loaded.mean,
+        std=loaded.std,
+    )
+    with torch.inference_mode():
+        probabilities = (
+            torch.softmax(loaded.model(tensor[None].to(loaded.device)).float(), dim=1).cpu().numpy()
+        )
+    decision = Decision.for_model(loaded, None)
+    row = decision.rows([str(image)], probabilities)[0]
+    explained = class_name if class_name is not None else row.label
+    if explained not in loaded.classes:
+        raise UserError(f"--class {class_name}: the model's classes are {', '.join(loaded.classes)}")
+    heatmap = gradcam(loaded, tensor, loaded.classes.index(explained))
+    out = out.expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlay(picture, heatmap).save(out)
+    report = {
+        "image": str(image),
+        "label": row.label,
+        "probability": row.score,
+        "probabilities": row.probabilities,
+        "threshold": decision.threshold,
+        "positive_class": decision.positive_class,
+        "explained_class": explained,
+        "heatmap": str(out),
+    }
+    if as_json:
+        print_json(report)
+        return
+    score_name = f"P({decision.positive_class})" if decision.positive_class else "probability"
+    threshold = "" if decision.threshold is None else f", threshold {decision.threshold:.3f}"
+    console.print(f"{image}: {row.label} ({score_name} {row.score:.3f}{threshold})", highlight=False)
+    console.print(f"Grad-CAM for {explained} written to {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.command("results")(results)
+    app.command("explain")(explain)

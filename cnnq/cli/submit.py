@@ -1,9 +1,38 @@
-"""cnnq submit commands (being written)."""
+"""`cnnq submit train|eval|infer`: validate a spec, record the job and queue it."""
 
 from __future__ import annotations
 
 import typer
 
+from cnnq.cli.jobs import full_object, wait_for
+from cnnq.cli.output import console, print_json
+from cnnq.cli.spec_options import AnySpec, Placement, spec_commands
+from cnnq.db.jobs import get_job
+from cnnq.db.migrate import upgrade_database
+from cnnq.db.session import session_scope
+
+
+def _execute(spec: AnySpec, placement: Placement) -> None:
+    from cnnq.workers.submit import Placement as Where
+    from cnnq.workers.submit import submit_job
+
+    upgrade_database()
+    job_id = submit_job(spec, Where(queue=placement.queue, priority=placement.priority))
+    if placement.wait:
+        code = wait_for(job_id, as_json=placement.as_json)
+        if code:
+            raise typer.Exit(code)
+        return
+    with session_scope() as session:
+        job = get_job(session, job_id)
+        if placement.as_json:
+            print_json(full_object(session, job))
+        else:
+            what = f" ({job.message})" if job.message else ""
+            console.print(
+                f"queued {job.id} on {job.queue}{what}; follow it with `cnnq wait {job.id}`", highlight=False
+            )
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    app.add_typer(spec_commands(_execute, "Queue a job for the workers."), name="submit")

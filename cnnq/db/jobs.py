@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus, check_transition, sources_of
@@ -74,11 +74,18 @@ def find_job(session: Session, prefix: str) -> Job:
     raise JobNotFound(prefix)
 
 
-def transition(session: Session, job_id: str, target: JobStatus, **fields: Any) -> Job:
+def transition(
+    session: Session,
+    job_id: str,
+    target: JobStatus,
+    *,
+    only_if: ColumnElement[bool] | None = None,
+    **fields: Any,
+) -> Job:
     """Move a job to `target`, refusing illegal moves; race-free across processes.
 
-    The UPDATE only matches rows still in a status from which `target` is legal, so two workers
-    (or a worker and a reaper) cannot both win.
+    The UPDATE only matches rows still in a status from which `target` is legal (and, with `only_if`,
+    that still meet that condition), so two workers (or a worker and a reaper) cannot both win.
     """
     job = get_job(session, job_id)
     check_transition(job_id, job.status, target)
@@ -91,11 +98,11 @@ def transition(session: Session, job_id: str, target: JobStatus, **fields: Any) 
         values.setdefault("finished_at", now)
         if target == JobStatus.SUCCEEDED:
             values.setdefault("progress", 1.0)
+    conditions = [Job.id == job_id, Job.status.in_(sources_of(target))]
+    if only_if is not None:
+        conditions.append(only_if)
     result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(sources_of(target)))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        update(Job).where(*conditions).values(**values).execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(job)

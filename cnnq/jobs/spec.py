@@ -59,10 +59,14 @@ class TrainSpec(_Spec, _DataOptions):
     weights: Path | None = Field(None, description="A local file of pretrained weights (offline use).")
     freeze_backbone: bool = Field(False, description="Train only the classifier head.")
     epochs: int = Field(5, ge=1, le=10000)
-    optimizer: Optimizer = "adam"
-    lr: float | None = Field(None, gt=0.0, le=10.0, description="Peak learning rate (default: by optimizer).")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    optimizer: Optimizer = Field("sgd", description="sgd (with momentum), adam or adamw.")
+    lr: float | None = Field(
+        None, gt=0.0, le=10.0, description="Peak learning rate (default: sgd 0.1, adam and adamw 0.003)."
+    )
+    momentum: float = Field(
+        0.95, ge=0.0, lt=1.0, description="SGD momentum (onecycle cycles it from 0.85 up to this)."
+    )
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0, description="L2 penalty (decoupled for adamw).")
     schedule: Schedule = "onecycle"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)

@@ -66,7 +66,7 @@ def test_predictions_never_duplicate(db: str) -> None:
         job_id = create_job(s, kind="infer", spec={}, queue="cpu").id
         rows = [{"input": f"/x/{i}.png", "label": "A", "score": 0.1} for i in range(1500)]
         assert insert_predictions(s, job_id, job_id, rows) == 1500
-        assert insert_predictions(s, job_id, job_id, rows[:10] + [{"input": "/y.png", "error": "empty"}]) == 1
+        assert insert_predictions(s, job_id, job_id, [*rows[:10], {"input": "/y.png", "error": "empty"}]) == 1
         assert len(scored_inputs(s, job_id)) == 1501
 
 

@@ -1,0 +1,317 @@
+"""Bulk scoring throughput: images per second on a folder of JPEG chest X-rays.
+
+    (a) a plain loop: PIL decode, resize, tensor, the PyTorch model one image at a time
+    (b) one cnnq worker (`cnnq worker --cpu`), eager engine
+    (c) one cnnq worker, ONNX Runtime engine
+    (d1) one worker pinned to one core (the unit (d) scales out), ONNX Runtime
+    (d) two workers, each pinned to its own core, one bulk job of two shards, ONNX Runtime
+
+Everything real: a private redis-server, a SQLite database, `cnnq worker` processes, `cnnq submit`'s
+code path. A worker figure comes from the job and prediction rows, twice: "span" is the inputs divided
+by the time from the first shard's start to the last shard's end (job process start, model load,
+decoding, scoring and the SQL inserts all count; queueing before the start does not); "steady" leaves
+out each run's first batch: the rate a long shard keeps (the plain loop's figure leaves out its model
+load too). The ONNX export is made once before the runs, as the first shard of a real bulk job makes
+it once for all of them. Goals on a 2-core machine: (b) >= 1.0x (a), (c) >= 2x (a), (d) >= 1.7x (d1).
+
+    .venv/bin/python benchmarks/bulk_scoring.py                         # 2000 JPEGs, resnet18 at 224
+    .venv/bin/python benchmarks/bulk_scoring.py --images 60 --model simple-cnn --image-size 64  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_jpegs(folder: Path, count: int, size: int) -> list[str]:
+    """Grayscale 'chests' (two dark lungs, some with bright blobs) as JPEG files."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    lungs = (((xx - 0.3) / 0.16) ** 2 + ((yy - 0.5) / 0.32) ** 2 < 1) | (
+        ((xx - 0.7) / 0.16) ** 2 + ((yy - 0.5) / 0.32) ** 2 < 1
+    )
+    paths = []
+    for i in range(count):
+        pixels = 150 + rng.normal(0, 12, size=(size, size)) - 90 * lungs
+        if i % 3 == 0:
+            cx, cy = rng.uniform(0.25, 0.75), rng.uniform(0.35, 0.65)
+            pixels[((xx - cx) / 0.08) ** 2 + ((yy - cy) / 0.08) ** 2 < 1] += 100
+        path = folder / f"{i // 500:03d}" / f"xray_{i:06d}.jpeg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def make_model_file(path: Path, model: str, image_size: int) -> Path:
+    from cnnq.jobs.checkpoint import ModelInfo, load_model_file, save_model_file
+    from cnnq.jobs.onnx_engine import export_onnx, onnx_path_for
+    from cnnq.models.registry import build_model
+
+    torch.manual_seed(0)
+    network = build_model(model, in_channels=1, image_size=image_size, num_classes=2)
+    info = ModelInfo(
+        model, 1, image_size, ["NORMAL", "PNEUMONIA"], (0.5,), (0.25,), positive_class="PNEUMONIA"
+    )
+    save_model_file(path, network, info)
+    loaded = load_model_file(path)
+    export_onnx(loaded, onnx_path_for(loaded, path.parent))
+    return path
+
+
+def plain_loop(paths: list[str], model_file: Path) -> float:
+    """(a): the loop a PyTorch user writes first. Images per second."""
+    from cnnq.jobs.checkpoint import load_model_file
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    loaded = load_model_file(model_file)
+    size, mean, std = loaded.image_size, loaded.mean[0], loaded.std[0]
+    model = loaded.model.eval()
+    started = time.perf_counter()
+    with torch.no_grad():
+        for path in paths:
+            image = Image.open(path).convert("L").resize((size, size), Image.Resampling.BILINEAR)
+            x = (torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0) - mean) / std
+            torch.softmax(model(x[None, None]), dim=1)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """A redis-server and a SQLite database for this run, with cnnq's settings pointed at them."""
+
+    directory: Path
+    redis: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        port = _free_port()
+        server = shutil.which("redis-server") or "redis-server"
+        options = ["--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        self.redis = subprocess.Popen(
+            [server, *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        os.environ.update(
+            {
+                "CNNQ_HOME": str(self.directory / "home"),
+                "CNNQ_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+                "CNNQ_DATABASE_URL": f"sqlite:///{self.directory / 'cnnq.db'}",
+                "CNNQ_ARTIFACT_ROOT": str(self.directory / "artifacts"),
+            }
+        )
+        from cnnq.db.migrate import upgrade_database
+        from cnnq.settings import reload_settings
+
+        reload_settings()
+        upgrade_database()
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
+
+    @contextlib.contextmanager
+    def workers(self, cores: list[int] | None) -> Iterator[None]:
+        """One `cnnq worker --cpu` using every core (None), or one per listed core, pinned to it."""
+        from sqlalchemy import select
+
+        from cnnq.db.session import session_scope
+        from cnnq.db.tables import Worker
+
+        env = {k: v for k, v in os.environ.items() if k != "CNNQ_TORCH_THREADS"}
+        processes = []
+        for core in cores or [None]:
+            pin = (lambda c=core: os.sched_setaffinity(0, {c})) if core is not None else None
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "cnnq", "worker", "--cpu"],
+                    env=env,
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=pin,
+                )
+            )
+        pids = {str(p.pid) for p in processes}
+        deadline = time.monotonic() + 120
+        while True:
+            with session_scope() as s:
+                names = s.scalars(select(Worker.name).where(Worker.stopped_at.is_(None))).all()
+            if sum(any(f"-{pid}@" in name for name in names) for pid in pids) == len(processes):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not register")
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            for process in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, 15)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, 9)
+            with session_scope() as s:  # the next run counts only its own workers
+                for worker in s.scalars(select(Worker).where(Worker.stopped_at.is_(None))):
+                    s.delete(worker)
+
+
+@dataclass(frozen=True)
+class Rate:
+    span: float
+    """Inputs / (first shard start .. last shard end): process start, model load and all."""
+    steady: float
+    """Inputs after the first batch / (first batch insert .. last insert): the rate a long shard keeps."""
+
+
+def bulk_rate(folder: Path, count: int, model_file: Path, engine: str, shard_size: int) -> Rate:
+    """Submit one bulk infer job, wait for it, and measure it from its job and prediction rows."""
+    from sqlalchemy import func, select
+
+    from cnnq.db.jobs import children_of, get_job
+    from cnnq.db.session import session_scope
+    from cnnq.db.tables import Prediction
+    from cnnq.jobs.spec import InferSpec
+    from cnnq.workers.submit import Placement, submit_job
+
+    spec = InferSpec(
+        model_from=str(model_file),
+        checkpoint=model_file,
+        input=str(folder),
+        engine=engine,  # type: ignore[arg-type]
+        shard_size=shard_size,
+        device="cpu",
+    )
+    job_id = submit_job(spec, Placement(queue="cpu"))
+    while True:
+        with session_scope() as s:
+            job = get_job(s, job_id)
+            if job.status.finished:
+                leaves = children_of(s, job_id) or [job]
+                mine = Prediction.bulk_id == job_id
+                rows = s.scalar(select(func.count()).where(mine)) or 0
+                first, last = s.execute(
+                    select(func.min(Prediction.time), func.max(Prediction.time)).where(mine)
+                ).one()
+                first_batch = s.scalar(select(func.count()).where(mine, Prediction.time == first)) or 0
+                break
+        time.sleep(0.2)
+    if str(job.status) != "SUCCEEDED" or rows != count:
+        raise RuntimeError(
+            f"job {job_id} ended {job.status} with {rows} of {count} rows: {job.error_message}"
+        )
+    started = min(leaf.started_at for leaf in leaves if leaf.started_at)
+    ended = max(leaf.finished_at for leaf in leaves if leaf.finished_at)
+    return Rate(
+        count / (ended - started).total_seconds(), (count - first_batch) / (last - first).total_seconds()
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=2000, help="JPEG files to score")
+    parser.add_argument("--jpeg-size", type=int, default=512, help="pixels per side of each JPEG")
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=224, help="the model's input size")
+    args = parser.parse_args(argv)
+    console = Console(width=140)
+    cores = sorted(os.sched_getaffinity(0))
+
+    with tempfile.TemporaryDirectory(prefix="cnnq-bench-") as tmp:
+        directory = Path(tmp)
+        console.print(f"writing {args.images} JPEGs of {args.jpeg_size} px ...")
+        paths = make_jpegs(directory / "jpegs", args.images, args.jpeg_size)
+        model_file = make_model_file(directory / "models" / "model.pt", args.model, args.image_size)
+        rates: dict[str, Rate] = {}
+        console.print("(a) plain loop ...")
+        plain = plain_loop(paths, model_file)
+        rates["a"] = Rate(plain, plain)
+        stack = Stack(directory)
+        stack.start()
+        try:
+            folder, n = directory / "jpegs", args.images
+            for key, engine, pinned, shard in (
+                ("b", "eager", None, n),
+                ("c", "onnx", None, n),
+                ("d1", "onnx", cores[:1], n),
+                ("d", "onnx", cores[:2], -(-n // 2)),
+            ):
+                console.print(f"({key}) {engine}, workers on cores {pinned or 'all'} ...")
+                with stack.workers(pinned):
+                    rates[key] = bulk_rate(folder, n, model_file, engine, shard)
+        finally:
+            stack.stop()
+
+    labels = {
+        "a": "(a) plain loop: PIL + PyTorch, one image at a time",
+        "b": "(b) one cnnq worker, eager engine",
+        "c": "(c) one cnnq worker, ONNX Runtime",
+        "d1": "(d1) one worker pinned to one core, ONNX Runtime",
+        "d": "(d) two workers, one core each, ONNX Runtime",
+    }
+    table = Table(
+        title=f"{args.images} JPEGs ({args.jpeg_size} px), {args.model} at {args.image_size} px, "
+        f"{len(cores)} cores"
+    )
+    table.add_column("configuration")
+    table.add_column("images/s span", justify="right")
+    table.add_column("vs (a)", justify="right")
+    table.add_column("images/s steady", justify="right")
+    table.add_column("vs (a)", justify="right")
+    base = rates["a"].steady
+    for key, label in labels.items():
+        rate = rates[key]
+        table.add_row(
+            label,
+            f"{rate.span:.1f}",
+            f"{rate.span / base:.2f}x",
+            f"{rate.steady:.1f}",
+            f"{rate.steady / base:.2f}x",
+        )
+    console.print(table)
+    for kind in ("span", "steady"):
+        d, d1, c = (getattr(rates[key], kind) for key in ("d", "d1", "c"))
+        console.print(
+            f"{kind}: (d) vs (d1), the single worker it scales from: {d / d1:.2f}x; (d) vs (c): {d / c:.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""What the dashboard shows, read from the job database: pure queries returning DataFrames and dicts.
+
+Pages stay thin: they open a session, call these, and draw. Nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cnnq.db.jobs import children_of, list_jobs
+from cnnq.db.records import MODEL_ARTIFACT, artifacts_of, last_metrics, metric_history
+from cnnq.db.status import JobStatus
+from cnnq.db.tables import Artifact, Job, Prediction, Worker, utcnow
+from cnnq.db.workers import list_workers, worker_state
+
+JOB_COLUMNS = [
+    "id",
+    "status",
+    "kind",
+    "model",
+    "dataset",
+    "progress",
+    "duration",
+    "worker",
+    "device",
+    "created",
+]
+
+TIME_WINDOWS: dict[str, timedelta | None] = {
+    "last hour": timedelta(hours=1),
+    "last day": timedelta(days=1),
+    "last week": timedelta(days=7),
+    "all time": None,
+}
+
+
+def model_of(spec: dict[str, Any]) -> str:
+    """A train job's model name; an eval or infer job's training job."""
+    return str(spec.get("model") or spec.get("model_from") or "")
+
+
+def dataset_of(spec: dict[str, Any]) -> str:
+    """The dataset of a train or eval job; the input of an infer job."""
+    return str(spec.get("dataset") or spec.get("input") or "")
+
+
+def duration_of(job: Job, now: datetime | None = None) -> timedelta | None:
+    """Run time so far: started to finished, or started to now while it runs."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at or (now or utcnow())
+    return end - job.started_at
+
+
+def format_duration(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = round(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {seconds:02d}s"
+    return f"{seconds}s"
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def jobs_frame(
+    session: Session,
+    *,
+    statuses: Sequence[JobStatus] = (),
+    kinds: Sequence[str] = (),
+    window: timedelta | None = None,
+    include_shards: bool = False,
+    limit: int = 500,
+) -> pd.DataFrame:
+    """The jobs table, newest first."""
+    now = utcnow()
+    since = now - window if window is not None else None
+    jobs = list_jobs(
+        session, statuses=statuses, kinds=kinds, since=since, top_level=not include_shards, limit=limit
+    )
+    rows = [
+        {
+            "id": job.id,
+            "status": str(job.status),
+            "kind": job.kind,
+            "model": model_of(job.spec),
+            "dataset": dataset_of(job.spec),
+            "progress": float(job.progress or 0.0),
+            "duration": format_duration(duration_of(job, now)),
+            "worker": job.worker or "",
+            "device": job.device or "",
+            "created": job.created_at,
+        }
+        for job in jobs
+    ]
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+def any_running(session: Session) -> bool:
+    """Whether a job is queued or running, so that a page should keep refreshing."""
+    active = (JobStatus.QUEUED, JobStatus.RUNNING)
+    return session.scalar(select(Job.id).where(Job.status.in_(active)).limit(1)) is not None
+
+
+def history_frame(session: Session, job_id: str) -> pd.DataFrame:
+    """One row per epoch with a column per metric (empty when the job reported none)."""
+    history = metric_history(session, job_id)
+    frame = pd.DataFrame(history)
+    if frame.empty:
+        return pd.DataFrame({"epoch": pd.Series(dtype=int)})
+    return frame.sort_values("epoch").reset_index(drop=True)
+
+
+def epoch_history(session: Session, job_id: str) -> pd.DataFrame:
+    """Per-epoch curves of a training job: the steps that carry training metrics."""
+    frame = history_frame(session, job_id)
+    if "train_loss" not in frame.columns:
+        return frame.iloc[0:0]
+    return frame[frame["train_loss"].notna()].reset_index(drop=True)
+
+
+def artifacts_frame(session: Session, job_id: str) -> pd.DataFrame:
+    rows = [
+        {"kind": a.kind, "size": format_bytes(a.bytes), "bytes": a.bytes, "path": a.uri, "sha256": a.sha256}
+        for a in artifacts_of(session, job_id)
+    ]
+    return pd.DataFrame(rows, columns=["kind", "size", "bytes", "path", "sha256"])
+
+
+def per_class_frame(result: dict[str, Any]) -> pd.DataFrame:
+    """An evaluation's per-class table, whether stored as a list of rows or a mapping by class."""
+    per_class = result.get("per_class") or []
+    if isinstance(per_class, dict):
+        rows = [{"class": name, **values} for name, values in per_class.items()]
+    else:
+        rows = list(per_class)
+    return pd.DataFrame(rows)
+
+
+def training_jobs(session: Session, *, succeeded_only: bool = False, limit: int = 200) -> list[Job]:
+    statuses = (JobStatus.SUCCEEDED,) if succeeded_only else ()
+    return list_jobs(session, kinds=("train",), statuses=statuses, limit=limit)
+
+
+def trained_models(session: Session) -> pd.DataFrame:
+    """Finished training jobs that left a model file: the choices of the X-ray check."""
+    rows = session.execute(
+        select(Job, Artifact.uri)
+        .join(Artifact, (Artifact.job_id == Job.id) & (Artifact.kind == MODEL_ARTIFACT))
+        .where(Job.kind == "train", Job.status == JobStatus.SUCCEEDED)
+        .order_by(Job.created_at.desc(), Job.id)
+    ).all()
+    return pd.DataFrame(
+        [
+            {
+                "id": job.id,
+                "model": model_of(job.spec),
+                "dataset": dataset_of(job.spec),
+                "path": uri,
+                "label": f"{job.id} · {model_of(job.spec)} on {dataset_of(job.spec)}",
+            }
+            for job, uri in rows
+        ],
+        columns=["id", "model", "dataset", "path", "label"],
+    )
+
+
+def differing_options(specs: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The spec options whose values differ between jobs: one row per job, one column per option."""
+    keys = sorted({key for spec in specs.values() for key in spec})
+    differing = [key for key in keys if len({repr(spec.get(key)) for spec in specs.values()}) > 1]
+    # Values display as text: one column may hold None next to numbers.
+    rows = [
+        {"job": job_id, **{key: "" if spec.get(key) is None else str(spec.get(key)) for key in differing}}
+        for job_id, spec in specs.items()
+    ]
+    return pd.DataFrame(rows, columns=["job", *differing])
+
+
+FINAL_METRICS = ["val_accuracy", "val_loss", "train_accuracy", "train_loss", "test_accuracy", "test_loss"]
+
+
+def comparison(session: Session, job_ids: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training curves of several jobs stacked in one long frame, and their summary table
+    (differing options, epochs run, duration and final metrics)."""
+    curves = []
+    specs: dict[str, dict[str, Any]] = {}
+    finals = []
+    for job_id in job_ids:
+        job = session.get(Job, job_id)
+        if job is None:
+            continue
+        specs[job.id] = job.spec
+        history = epoch_history(session, job.id)
+        if not history.empty:
+            curves.append(history.assign(job=job.id))
+        last = last_metrics(session, job.id)
+        finals.append(
+            {
+                "job": job.id,
+                "status": str(job.status),
+                "epochs": len(history),
+                "duration": format_duration(duration_of(job)),
+                **{name: last.get(name) for name in FINAL_METRICS},
+            }
+        )
+    curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["job", "epoch"])
+    summary = differing_options(specs).merge(pd.DataFrame(finals), on="job") if finals else pd.DataFrame()
+    return curve_frame, summary
+
+
+def bulk_jobs(session: Session, limit: int = 200) -> list[Job]:
+    """Top-level inference jobs (a bulk parent, or a single unsharded job)."""
+    return list_jobs(session, kinds=("infer",), top_level=True, limit=limit)
+
+
+def shards_frame(session: Session, job: Job) -> pd.DataFrame:
+    """Progress of each shard of a bulk job; an unsharded job is its own single shard."""
+    shards = children_of(session, job.id) or [job]
+    now = utcnow()
+    rows = [
+        {
+            "shard": shard.id,
+            "status": str(shard.status),
+            "progress": float(shard.progress or 0.0),
+            "inputs": len(shard.spec.get("paths") or []),
+            "worker": shard.worker or "",
+            "duration": format_duration(duration_of(shard, now)),
+            "message": shard.message or "",
+        }
+        for shard in shards
+    ]
+    return pd.DataFrame(
+        rows, columns=["shard", "status", "progress", "inputs", "worker", "duration", "message"]
+    )
+
+
+def predictions_frame(session: Session, bulk_id: str) -> pd.DataFrame:
+    """Every scored or flagged input of a bulk job, highest score first."""
+    rows = session.execute(
+        select(
+            Prediction.input,
+            Prediction.label,
+            Prediction.score,
+            Prediction.error,
+            Prediction.job_id,
+            Prediction.probabilities,
+        )
+        .where(Prediction.bulk_id == bulk_id)
+        .order_by(Prediction.score.desc().nulls_last(), Prediction.input)
+    ).all()
+    return pd.DataFrame(
+        [tuple(row) for row in rows],
+        columns=["input", "label", "score", "error", "shard", "probabilities"],
+    )
+
+
+def bulk_decision(session: Session, job: Job) -> tuple[float | None, str | None]:
+    """The threshold and positive class a bulk job scored with, from its shards' (or its own) result;
+    (None, None) until one has finished or for more than two classes."""
+    for source in [job, *children_of(session, job.id)]:
+        result = source.result or {}
+        if "positive_class" in result:
+            threshold = result.get("threshold")
+            return (float(threshold) if threshold is not None else None), result.get("positive_class")
+    threshold = job.spec.get("threshold")
+    return (float(threshold) if threshold is not None else None), None
+
+
+def results_csv(predictions: pd.DataFrame) -> bytes:
+    """The download of a bulk job's results: one row per input."""
+    columns = ["input", "label", "score", "error", "shard"]
+    return predictions[columns].to_csv(index=False).encode()
+
+
+def workers_frame(session: Session, lost_after: timedelta) -> pd.DataFrame:
+    """The workers that have registered, with their hardware and how recently they beat."""
+    now = utcnow()
+    rows = []
+    for worker in list_workers(session, include_stopped=True):
+        age = now - worker.heartbeat_at
+        state = worker_state(worker, lost_after, now)
+        gpu = ""
+        if worker.gpu_name:
+            gpu = (
+                f"{worker.gpu_index}: {worker.gpu_name}" if worker.gpu_index is not None else worker.gpu_name
+            )
+        rows.append(
+            {
+                "worker": worker.name,
+                "state": state,
+                "host": worker.hostname,
+                "pid": worker.pid,
+                "queues": ", ".join(str(q) for q in worker.queues or []),
+                "gpu": gpu,
+                "gpu memory (MiB)": worker.gpu_memory_mb,
+                "memory (MiB)": worker.memory_mb,
+                "last heartbeat": worker.heartbeat_at,
+                "seconds since": round(age.total_seconds(), 1),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "worker",
+            "state",
+            "host",
+            "pid",
+            "queues",
+            "gpu",
+            "gpu memory (MiB)",
+            "memory (MiB)",
+            "last heartbeat",
+            "seconds since",
+        ],
+    )
+
+
+def job_queues(session: Session) -> list[str]:
+    """Queue names the jobs were sent to and the workers listen on."""
+    names = set(session.scalars(select(Job.queue).distinct()))
+    for queues in session.scalars(select(Worker.queues)):
+        names.update(str(q) for q in queues or [])
+    return sorted(n for n in names if n)

@@ -1,0 +1,238 @@
+"""Checkpoints and model files: written atomically, read with `torch.load(weights_only=True)`.
+
+Everything saved is tensors and plain containers of numbers and strings, so loading never runs
+pickled code. Two formats live here:
+
+- a training checkpoint (`last.pt`): model, optimizer, scheduler, scaler, epoch, RNG states and the
+  early-stopping bookkeeping, enough to resume a run exactly;
+- a model file (`best.pt`): a state dict plus what is needed to use it (model name, input shape,
+  classes, normalisation, decision threshold), the thing eval, infer, Grad-CAM and the dashboard load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnq.errors import UserError
+
+MODEL_FORMAT = "cnnq-model/1"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
+    """Write `state` to `path` atomically: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give a model written by a cnnq training job") from None
+    except Exception as error:
+        raise UserError(
+            f"{path}: not a readable cnnq checkpoint ({type(error).__name__}); retrain it"
+        ) from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: not a cnnq checkpoint; give a model written by a cnnq training job")
+    return state
+
+
+def rng_states() -> dict[str, Any]:
+    """torch, CUDA, numpy and Python RNG states, as tensors and numbers (weights_only-safe)."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {
+            "version": int(version),
+            "state": torch.tensor(python_state, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"].cpu())
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = states["python"]
+    random.setstate(
+        (python_state["version"], tuple(int(v) for v in python_state["state"]), python_state["gauss_next"])
+    )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says about its model, besides the weights."""
+
+    model: str
+    in_channels: int
+    image_size: int
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    dataset: str | None = None
+    data_root: str | None = None
+    val_split: float = 0.1
+    seed: int = 0
+    threshold: float | None = None
+    positive_class: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "dataset": self.dataset,
+            "data_root": self.data_root,
+            "val_split": self.val_split,
+            "seed": self.seed,
+            "threshold": self.threshold,
+            "positive_class": self.positive_class,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(
+            model=str(data["model"]),
+            in_channels=int(data["in_channels"]),
+            image_size=int(data["image_size"]),
+            classes=[str(c) for c in data["classes"]],
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            dataset=data.get("dataset"),
+            data_root=data.get("data_root"),
+            val_split=float(data.get("val_split", 0.1)),
+            seed=int(data.get("seed", 0)),
+            threshold=None if data.get("threshold") is None else float(data["threshold"]),
+            positive_class=data.get("positive_class"),
+        )
+
+
+def save_model_file(path: Path, model: nn.Module, info: ModelInfo) -> Path:
+    state_dict = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    return save_checkpoint(
+        path, {"format": MODEL_FORMAT, "state_dict": state_dict, "metadata": info.as_dict()}
+    )
+
+
+def read_model_file(path: Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
+    """The metadata and weights of a model file, on the CPU (cheap: no model is built)."""
+    state = load_checkpoint(path)
+    if state.get("format") != MODEL_FORMAT:
+        raise UserError(
+            f"{path}: not a cnnq model file; give the `model` artifact (best.pt) of a training job"
+        )
+    try:
+        return ModelInfo.from_dict(state["metadata"]), state["state_dict"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{path}: model file metadata is incomplete ({error}); retrain it") from None
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to score: in eval mode, on its device, with what it was trained on."""
+
+    model: nn.Module
+    info: ModelInfo
+    path: Path
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        return self.info.model
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.info.in_channels
+
+    @property
+    def image_size(self) -> int:
+        return self.info.image_size
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.info.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.info.std
+
+    @property
+    def threshold(self) -> float | None:
+        return self.info.threshold
+
+    @property
+    def positive_class(self) -> str | None:
+        return self.info.positive_class
+
+    @property
+    def dataset(self) -> str | None:
+        return self.info.dataset
+
+    @property
+    def data_root(self) -> str | None:
+        return self.info.data_root
+
+
+def load_model_file(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    from cnnq.models.registry import build_model
+
+    path = Path(path)
+    info, state_dict = read_model_file(path)
+    model = build_model(
+        info.model, in_channels=info.in_channels, image_size=info.image_size, num_classes=info.num_classes
+    )
+    model.load_state_dict(state_dict)
+    device = torch.device(device)
+    model.to(device).eval()
+    return LoadedModel(model=model, info=info, path=path, device=device)

@@ -1,0 +1,100 @@
+"""Where a job runs: the device, torch's thread pools, and the mixed-precision plan."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from cnnq.errors import UserError
+from cnnq.settings import get_settings, usable_cores
+
+_threads_configured = False
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """`auto` is CUDA when this process sees a GPU, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda: this worker sees no CUDA GPU; use --device cpu or a GPU worker's queue"
+        )
+    return torch.device(requested)
+
+
+def configure_threads() -> int:
+    """Set torch's thread pools once per process so that one job never oversubscribes its cores.
+
+    `CNNQ_TORCH_THREADS` wins; else the cores this process may run on (its affinity, not the host's
+    count). The inter-op pool can only be sized before torch first uses it, hence the guard.
+    """
+    global _threads_configured
+    threads = get_settings().torch_threads or usable_cores()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if not _threads_configured:
+        with contextlib.suppress(RuntimeError):  # already started by an earlier parallel op
+            torch.set_num_interop_threads(min(threads, 2))
+        _threads_configured = True
+    return threads
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How a job computes: `dtype` None is plain fp32; `scaled` means fp16 with a GradScaler."""
+
+    requested: str
+    dtype: torch.dtype | None
+    scaled: bool
+    note: str | None = None
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def cpu_has_amx() -> bool:
+    return torch.backends.cpu.get_cpu_capability().startswith("AMX") or _cpu_flag("amx_bf16")
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return any(line.startswith("flags") and flag in line.split() for line in cpuinfo)
+    except OSError:
+        return False
+
+
+def plan_precision(requested: str, device: torch.device) -> PrecisionPlan:
+    """The precision a job can use here; falls back to fp32 (with a note to log) where it would not pay.
+
+    On CUDA: fp16 autocast with a GradScaler, bf16 autocast where the GPU supports it. On a CPU, bf16
+    autocast only pays with AMX tile units; on AVX2/AVX-512 CPUs bf16 is emulated and slower than
+    fp32, and fp16 on a CPU is slower still, so both run as fp32.
+    """
+    if requested == "fp32":
+        return PrecisionPlan(requested, None, False)
+    if device.type == "cuda":
+        if requested == "fp16":
+            return PrecisionPlan(requested, torch.float16, True)
+        if torch.cuda.is_bf16_supported():
+            return PrecisionPlan(requested, torch.bfloat16, False)
+        return PrecisionPlan(requested, None, False, "bf16: this GPU has no bf16 support; running fp32")
+    capability = torch.backends.cpu.get_cpu_capability()
+    if requested == "bf16" and cpu_has_amx():
+        return PrecisionPlan(requested, torch.bfloat16, False)
+    return PrecisionPlan(
+        requested,
+        None,
+        False,
+        f"{requested}: this CPU ({capability}, no AMX) computes it slower than fp32; running fp32",
+    )
+
+
+def autocast(device: torch.device, plan: PrecisionPlan) -> contextlib.AbstractContextManager[None]:
+    """A reusable context for the forward pass: torch.autocast for the plan, nothing for fp32."""
+    if plan.dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=plan.dtype)

@@ -1,0 +1,260 @@
+"""The infer job: score every input with a trained model, or flag it with the reason it could not be.
+
+Inputs are `spec.paths` (one shard of a bulk job) or whatever `spec.input` lists. Inputs that already
+have a row (`reporter.done_inputs`: a shard delivered again, or `--resume`) are not scored again.
+Images are decoded in DataLoader worker processes while the model scores the previous batch, and
+each batch's rows go to the reporter in one call (one bulk insert).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnq.jobs.checkpoint import LoadedModel, load_model_file
+from cnnq.jobs.device import configure_threads, pick_device
+from cnnq.jobs.engines import Engine, make_engine
+from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
+from cnnq.jobs.inputs import list_inputs
+from cnnq.jobs.prediction_table import prediction_columns, prediction_record
+from cnnq.jobs.reporter import PredictionRow, Reporter, check_cancel
+from cnnq.jobs.spec import InferSpec
+
+__all__ = ["Decision", "infer_job", "list_inputs"]
+
+WORKDIR_CSV = "predictions.csv"
+PREDICTIONS_ARTIFACT = "predictions"
+_CANCEL_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How probabilities become a label and a score.
+
+    Two classes: the score is the positive class's probability and the label is the positive class
+    when the score reaches the threshold (the most probable class when there is no threshold).
+    More classes: the most probable class, and its probability as the score.
+    """
+
+    classes: list[str]
+    positive_index: int | None
+    threshold: float | None
+
+    @classmethod
+    def for_model(cls, loaded: LoadedModel, threshold: float | None) -> Decision:
+        classes = list(loaded.classes)
+        positive_index = None
+        if len(classes) == 2:
+            positive = loaded.positive_class
+            positive_index = classes.index(positive) if positive in classes else 1
+        chosen = threshold if threshold is not None else loaded.threshold
+        return cls(classes, positive_index, chosen if positive_index is not None else None)
+
+    @property
+    def positive_class(self) -> str | None:
+        return None if self.positive_index is None else self.classes[self.positive_index]
+
+    def rows(self, inputs: Sequence[str], probabilities: np.ndarray) -> list[PredictionRow]:
+        predicted = probabilities.argmax(axis=1)
+        rows = []
+        for path, probs, best in zip(inputs, probabilities, predicted, strict=True):
+            if self.positive_index is None:
+                index, score = int(best), float(probs[best])
+            else:
+                score = float(probs[self.positive_index])
+                if self.threshold is None:
+                    index = int(best)
+                else:
+                    index = self.positive_index if score >= self.threshold else 1 - self.positive_index
+            rows.append(
+                PredictionRow(
+                    input=path,
+                    label=self.classes[index],
+                    score=score,
+                    probabilities={name: float(p) for name, p in zip(self.classes, probs, strict=True)},
+                )
+            )
+        return rows
+
+
+class _CsvLog:
+    """Rows appended to the workdir as they are scored, so that a job delivered again still exports
+    the rows its first attempt wrote."""
+
+    def __init__(self, path: Path, classes: list[str]) -> None:
+        self.path = path
+        self.classes = classes
+        self.columns = prediction_columns(classes)
+        new = not path.is_file() or path.stat().st_size == 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", newline="", encoding="utf-8")
+        self.writer = csv.DictWriter(self.file, fieldnames=self.columns)
+        if new:
+            self.writer.writeheader()
+
+    def append(self, rows: Sequence[PredictionRow]) -> None:
+        for row in rows:
+            self.writer.writerow(
+                prediction_record(row.input, row.label, row.score, row.probabilities, row.error, self.classes)
+            )
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def export(self, target: Path, inputs: Sequence[str]) -> int:
+        """Write the logged rows of `inputs`, once each and in their order, to `target` atomically."""
+        latest: dict[str, dict[str, str]] = {}
+        with self.path.open(newline="", encoding="utf-8") as file:
+            for record in csv.DictReader(file):
+                latest[record["path"]] = record
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        written = 0
+        try:
+            with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
+                writer = csv.DictWriter(file, fieldnames=self.columns)
+                writer.writeheader()
+                for path in inputs:
+                    if path in latest:
+                        writer.writerow(latest[path])
+                        written += 1
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return written
+
+
+class _CancellableScorer:
+    """Scores a batch in slices short enough that the cancel check runs about twice a second."""
+
+    def __init__(self, engine: Engine, reporter: Reporter) -> None:
+        self.engine = engine
+        self.reporter = reporter
+        self.seconds_per_image: float | None = None
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        parts = []
+        start = 0
+        while start < len(images):
+            check_cancel(self.reporter)
+            if self.seconds_per_image is None:
+                size = min(len(images), 4)  # a first, small slice measures the engine's speed
+            else:
+                size = max(1, int(_CANCEL_POLL_SECONDS / max(self.seconds_per_image, 1e-6)))
+            began = time.perf_counter()
+            parts.append(self.engine.probabilities(images[start : start + size]))
+            taken = len(parts[-1])
+            self.seconds_per_image = (time.perf_counter() - began) / taken
+            start += taken
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _batch_rows(
+    batch: ImageBatch,
+    todo: Sequence[str],
+    preprocessing: Preprocessing,
+    decision: Decision,
+    score: _CancellableScorer,
+) -> list[PredictionRow]:
+    """The batch's rows in input order: flagged inputs with their reason, the others scored."""
+    numbered = [(index, PredictionRow(input=todo[index], error=reason)) for index, reason in batch.failures]
+    if batch.images is not None:
+        images = batch.images.to(score.engine.device, non_blocking=True)  # uint8: the cheap transfer
+        probabilities = score(preprocessing.normalise(images))
+        scored = decision.rows([todo[i] for i in batch.indices], probabilities)
+        numbered += zip(batch.indices, scored, strict=True)
+    return [row for _, row in sorted(numbered, key=lambda pair: pair[0])]
+
+
+def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
+    started = time.monotonic()
+    inputs = list(dict.fromkeys(spec.paths)) if spec.paths is not None else list_inputs(spec.input)
+    done = reporter.done_inputs(inputs)
+    todo = [path for path in inputs if path not in done]
+    threads = configure_threads()
+    device = pick_device(spec.device)
+    loaded = load_model_file(spec.checkpoint, device)
+    decision = Decision.for_model(loaded, spec.threshold)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = _CsvLog(workdir / WORKDIR_CSV, decision.classes)
+    counts: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    engine_name = None
+    try:
+        if todo:
+            engine = make_engine(spec.engine, loaded, workdir, threads, reporter.log)
+            engine_name = engine.name
+            reporter.log(
+                f"scoring {len(todo)} of {len(inputs)} inputs ({len(done)} already have a row) with the "
+                f"{engine.name} engine on {device}, {threads} threads, "
+                f"threshold {decision.threshold if decision.threshold is not None else 'argmax'}"
+            )
+            reporter.progress(len(done) / len(inputs), f"scoring {len(todo)} inputs")
+            score = _CancellableScorer(engine, reporter)
+            preprocessing = Preprocessing(loaded.in_channels, loaded.image_size, loaded.mean, loaded.std)
+            for batch in image_batches(
+                todo,
+                preprocessing,
+                batch_size=spec.batch_size,
+                num_workers=spec.num_workers,
+                pin_memory=device.type == "cuda",
+            ):
+                check_cancel(reporter)
+                rows = _batch_rows(batch, todo, preprocessing, decision, score)
+                log.append(rows)
+                reporter.predictions(rows)
+                for row in rows:
+                    if row.error is not None:
+                        counts["flagged"] += 1
+                        reasons[row.error] += 1
+                    else:
+                        counts["scored"] += 1
+                        labels[row.label or ""] += 1
+                finished = len(done) + counts["scored"] + counts["flagged"]
+                reporter.progress(finished / len(inputs))
+        else:
+            reporter.log(f"all {len(inputs)} inputs already have a row; nothing to score")
+    finally:
+        log.close()
+
+    seconds = time.monotonic() - started
+    summary: dict[str, Any] = {
+        "inputs": len(inputs),
+        "already_done": len(done),
+        "scored": counts["scored"],
+        "flagged": counts["flagged"],
+        "positive": labels[decision.positive_class] if decision.positive_class else None,
+        "labels": dict(labels),
+        "flag_reasons": dict(reasons),
+        "classes": decision.classes,
+        "positive_class": decision.positive_class,
+        "threshold": decision.threshold,
+        "engine": engine_name,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None,
+        "output": None,
+    }
+    if spec.output is not None and spec.paths is None:
+        written = log.export(spec.output, inputs)
+        summary["output"] = str(spec.output)
+        reporter.artifact(PREDICTIONS_ARTIFACT, spec.output)
+        if written < len(inputs):
+            reporter.log(
+                f"{spec.output} holds {written} of {len(inputs)} rows; the rest were scored by an "
+                "earlier job (`cnnq results` exports them all)"
+            )
+    reporter.result(summary)
+    return summary

@@ -1,0 +1,86 @@
+"""The Celery task: a thin wrapper that runs one job in a fresh process while the worker beats for it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from multiprocessing.process import BaseProcess
+
+from cnnq.db.jobs import is_cancel_requested, transition
+from cnnq.db.records import append_log
+from cnnq.db.session import session_scope
+from cnnq.db.status import IllegalTransition, JobStatus
+from cnnq.db.tables import Job
+from cnnq.settings import get_settings
+from cnnq.workers.heartbeat import Heartbeat
+from cnnq.workers.job_process import start_job_process
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE_SECONDS = 10.0
+
+
+class WorkerState:
+    """What the task needs to know about the worker process it runs in (set when the worker is ready)."""
+
+    name: str = "unregistered"
+    heartbeat: Heartbeat | None = None
+
+
+def run_job_task(job_id: str) -> None:
+    worker = WorkerState.name
+    process = start_job_process(job_id, worker)
+    if WorkerState.heartbeat is not None:
+        WorkerState.heartbeat.job_id = job_id
+    try:
+        _join(process, job_id, worker)
+    finally:
+        if WorkerState.heartbeat is not None:
+            WorkerState.heartbeat.job_id = None
+    if process.exitcode:
+        _record_crash(job_id, worker, process.exitcode)
+
+
+def _join(process: BaseProcess, job_id: str, worker: str) -> None:
+    """Wait for the job process; stop it if it ignores a cancel request for longer than the grace time."""
+    grace = max(CANCEL_GRACE_SECONDS, 10 * get_settings().cancel_poll_seconds)
+    asked_at: float | None = None
+    while process.is_alive():
+        process.join(timeout=1.0)
+        if asked_at is None:
+            with session_scope() as session:
+                if is_cancel_requested(session, job_id):
+                    asked_at = time.monotonic()
+        elif time.monotonic() - asked_at > grace and process.is_alive():
+            process.kill()
+            process.join()
+            with session_scope() as session, contextlib.suppress(IllegalTransition):
+                transition(
+                    session,
+                    job_id,
+                    JobStatus.CANCELLED,
+                    only_if=Job.worker == worker,
+                    message=f"cancelled: stopped after ignoring the request for {grace:.0f}s",
+                )
+
+
+def _record_crash(job_id: str, worker: str, exitcode: int) -> None:
+    """The job process died without recording an outcome (a crash, or killed: perhaps out of memory)."""
+    how = f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exited with code {exitcode}"
+    with session_scope() as session:
+        try:
+            transition(
+                session,
+                job_id,
+                JobStatus.FAILED,
+                only_if=Job.worker == worker,
+                error_type="JobProcessDied",
+                error_message=f"the job process {how}; out of memory? see `cnnq logs {job_id}`",
+                message="failed: the job process died",
+            )
+        except IllegalTransition:
+            return
+        append_log(session, job_id, [f"failed: the job process {how}"])
+    log.error("job %s: its process %s", job_id, how)

@@ -1,0 +1,139 @@
+"""`cnnq results` and `cnnq explain` through the CLI, on rows written by a real `cnnq run infer`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from sample_data import make_chest_xray
+
+from cnnq.db.results import bulk_summary
+from cnnq.db.session import session_scope
+from cnnq.jobs.reporter import RecordingReporter
+from cnnq.jobs.spec import TrainSpec
+from cnnq.jobs.train import train_job
+
+BROKEN = {"empty.png": "empty file", "notes.txt": "not an image: text file"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model file, archive of test images with broken files) shared by this module's tests."""
+    root = tmp_path_factory.mktemp("xray")
+    chest = make_chest_xray(
+        root, per_class={"train": (24, 48), "val": (4, 4), "test": (6, 6)}, size=48, corrupt=0
+    )
+    spec = TrainSpec(
+        dataset="xray",
+        data_root=root,
+        model="simple-cnn",
+        image_size=32,
+        epochs=2,
+        batch_size=16,
+        num_workers=0,
+    )
+    reporter = RecordingReporter()
+    train_job(spec, tmp_path_factory.mktemp("train"), reporter)
+    archive = root / "archive"
+    shutil.copytree(chest / "test", archive)
+    (archive / "empty.png").write_bytes(b"")
+    (archive / "notes.txt").write_text("not an image\n")
+    return reporter.artifacts["model"], archive
+
+
+@pytest.fixture
+def infer_job_id(cli, cnnq_env, trained: tuple[Path, Path]) -> str:  # type: ignore[no-untyped-def]
+    model, archive = trained
+    result = cli("run", "infer", "--model-from", model, "--input", archive, "--num-workers", "0", "--json")
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout)["id"]
+
+
+def _files(archive: Path) -> list[str]:
+    return sorted(str(p) for p in archive.rglob("*") if p.is_file())
+
+
+def test_csv_to_standard_output_has_one_row_per_input(cli, infer_job_id: str, trained) -> None:  # type: ignore[no-untyped-def]
+    _, archive = trained
+    result = cli("results", infer_job_id)
+    assert result.code == 0, result.stderr
+    records = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["path"] for r in records] == _files(archive)
+    assert list(records[0]) == ["path", "label", "probability", "error", "p_NORMAL", "p_PNEUMONIA"]
+    for record in records:
+        name = Path(record["path"]).name
+        if name in BROKEN:
+            assert record["error"] == BROKEN[name] and record["label"] == "" and record["probability"] == ""
+        else:
+            assert record["label"] in ("NORMAL", "PNEUMONIA") and record["error"] == ""
+            assert float(record["probability"]) == pytest.approx(float(record["p_PNEUMONIA"]))
+
+
+def test_only_flagged_and_only_positive(cli, infer_job_id: str, trained) -> None:  # type: ignore[no-untyped-def]
+    flagged = list(csv.DictReader(io.StringIO(cli("results", infer_job_id, "--only", "flagged").stdout)))
+    assert {Path(r["path"]).name: r["error"] for r in flagged} == BROKEN
+
+    positive = list(csv.DictReader(io.StringIO(cli("results", infer_job_id, "--only", "positive").stdout)))
+    everything = list(csv.DictReader(io.StringIO(cli("results", infer_job_id).stdout)))
+    assert positive == [r for r in everything if r["label"] == "PNEUMONIA"]
+    with session_scope() as session:
+        summary = bulk_summary(session, infer_job_id)
+    assert summary["positive"] == len(positive) > 0
+    assert summary["flagged"] == 2 and summary["flag_reasons"] == {reason: 1 for reason in BROKEN.values()}
+    assert summary["rows"] == len(everything) == summary["scored"] + summary["flagged"]
+    assert summary["positive_class"] == "PNEUMONIA" and summary["shards"] == {}
+
+
+def test_parquet_and_csv_files(cli, infer_job_id: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "exports" / "rows.parquet"
+    result = cli("results", infer_job_id, "--format", "parquet", "--out", out)
+    assert result.code == 0, result.stderr
+    assert "wrote 14 rows" in result.stdout
+    table = pd.read_parquet(out)
+    from_csv = pd.read_csv(io.StringIO(cli("results", infer_job_id).stdout))
+    assert list(table.columns) == list(from_csv.columns)
+    assert table["path"].tolist() == from_csv["path"].tolist()
+    assert table["probability"].fillna(-1).tolist() == pytest.approx(
+        from_csv["probability"].fillna(-1).tolist()
+    )
+    assert str(table["probability"].dtype) == "float64"
+
+    csv_out = tmp_path / "flagged.csv"
+    assert cli("results", infer_job_id, "--only", "flagged", "--out", csv_out).code == 0
+    assert len(pd.read_csv(csv_out)) == 2
+
+
+def test_refusals_are_one_line_and_exit_2(cli, infer_job_id: str, cnnq_env) -> None:  # type: ignore[no-untyped-def]
+    no_out = cli("results", infer_job_id, "--format", "parquet")
+    assert no_out.code == 2 and "--out" in no_out.stderr and len(no_out.stderr.strip().splitlines()) == 1
+    missing = cli("results", "infer-nosuch")
+    assert missing.code == 2 and "no job" in missing.stderr
+    bad_only = cli("results", infer_job_id, "--only", "negative")
+    assert bad_only.code == 2
+
+
+def test_explain_writes_a_heatmap_over_the_image(cli, cnnq_env, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, archive = trained
+    image = next(archive.rglob("pneumonia_*.png"))
+    out = tmp_path / "heat.png"
+    result = cli("explain", image, "--model-from", model, "--out", out, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["label"] in ("NORMAL", "PNEUMONIA") and report["explained_class"] == report["label"]
+    assert report["probability"] == pytest.approx(report["probabilities"]["PNEUMONIA"])
+    heat = Image.open(out)
+    assert heat.mode == "RGB" and heat.size == Image.open(image).size
+
+    plain = cli("explain", image, "--model-from", model, "--out", tmp_path / "n.png", "--class", "NORMAL")
+    assert plain.code == 0 and "Grad-CAM for NORMAL" in plain.stdout
+
+    broken = cli("explain", archive / "notes.txt", "--model-from", model, "--out", tmp_path / "x.png")
+    assert broken.code == 2 and "not an image: text file" in broken.stderr
+    wrong = cli("explain", image, "--model-from", model, "--out", tmp_path / "y.png", "--class", "CAT")
+    assert wrong.code == 2 and "NORMAL, PNEUMONIA" in wrong.stderr

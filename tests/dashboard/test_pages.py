@@ -1,0 +1,374 @@
+"""Every page of the dashboard, run with Streamlit's AppTest against a database filled by real jobs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io
+import pytest
+from PIL import Image as PILImage
+from streamlit.testing.v1 import AppTest
+
+from cnnq.jobs.spec import parse_spec
+from cnnq.workers.broker import queue_depths
+from tests.conftest import cnnq_command
+from tests.dashboard.conftest import APP, FilledDatabase
+from tests.sample_dicom import write_dicom
+
+pytestmark = pytest.mark.slow
+
+
+def open_page(page: str, **query: str) -> AppTest:
+    app = AppTest.from_file(str(APP), default_timeout=120)
+    app.query_params.update(query)
+    app.run()
+    if page != "screens/jobs.py":
+        app.switch_page(page)
+        app.query_params.update(query)
+        app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def figures(app: AppTest) -> dict[str, go.Figure]:
+    """The page's plotly figures by title."""
+    found = {}
+    for chart in app.get("plotly_chart"):
+        figure = plotly.io.from_json(chart.proto.spec)
+        found[figure.layout.title.text] = figure
+    return found
+
+
+def traces(figure: go.Figure) -> dict[str, Any]:
+    return {trace.name: trace for trace in figure.data}
+
+
+def values(data: Any) -> np.ndarray:
+    """A trace's x or y as numbers (plotly sends arrays base64-encoded as {"dtype", "bdata"})."""
+    if isinstance(data, dict) and "bdata" in data:
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
+    return np.asarray(data)
+
+
+def table_with(app: AppTest, column: str) -> Any:
+    """The first dataframe on the page that has `column`."""
+    for frame in app.dataframe:
+        if column in frame.value.columns:
+            return frame.value
+    raise AssertionError(
+        f"no table with a {column!r} column; tables: {[list(f.value.columns) for f in app.dataframe]}"
+    )
+
+
+def metrics(app: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in app.metric}
+
+
+def job_object(job_id: str) -> dict[str, Any]:
+    from cnnq.db.jobs import get_job
+    from cnnq.db.session import session_scope
+    from cnnq.db.views import job_object as view
+
+    with session_scope() as session:
+        return view(session, get_job(session, job_id))
+
+
+def test_jobs_page_lists_every_job_and_filters(filled_database: FilledDatabase, dashboard_env: dict) -> None:
+    app = open_page("screens/jobs.py")
+    table = table_with(app, "status")
+    assert set(filled_database.job_ids) <= set(table["id"])
+    shard_ids = [i for i in table["id"] if i.startswith(f"{filled_database.bulk}.")]
+    assert shard_ids == []  # shards are hidden until asked for
+    row = table.set_index("id").loc[filled_database.mnist_train]
+    assert (row["status"], row["kind"], row["model"], row["dataset"]) == (
+        "SUCCEEDED",
+        "train",
+        "lenet",
+        "mnist",
+    )
+    assert row["progress"] == 1.0 and row["duration"] and row["worker"] and row["device"] == "cpu"
+    assert table.set_index("id").loc[filled_database.failed, "status"] == "FAILED"
+    # The link column opens the job page.
+    assert set(table["open"]) >= {f"job?job={i}" for i in filled_database.job_ids}
+
+    app.multiselect(key="status_filter").set_value(["FAILED"]).run()
+    assert list(table_with(app, "status")["id"]) == [filled_database.failed]
+    app.multiselect(key="status_filter").set_value([]).run()
+    app.multiselect(key="kind_filter").set_value(["eval"]).run()
+    assert set(table_with(app, "status")["id"]) == {filled_database.xray_eval, filled_database.failed}
+    # A job created two days ago drops out of "last day".
+    from cnnq.db.jobs import update_job
+    from cnnq.db.session import session_scope
+    from cnnq.db.tables import utcnow
+
+    with session_scope() as session:
+        update_job(session, filled_database.failed, created_at=utcnow() - timedelta(days=2))
+    app.selectbox(key="window").set_value("last day").run()
+    assert set(table_with(app, "status")["id"]) == {filled_database.xray_eval}
+    app.selectbox(key="window").set_value("last week").run()
+    assert set(table_with(app, "status")["id"]) == {filled_database.xray_eval, filled_database.failed}
+    app.toggle(key="shards").set_value(True).run()
+    app.multiselect(key="kind_filter").set_value(["infer"]).run()
+    assert len([i for i in table_with(app, "status")["id"] if i.startswith(f"{filled_database.bulk}.")]) == 3
+
+
+def test_job_page_shows_training_curves_per_epoch(
+    filled_database: FilledDatabase, dashboard_env: dict
+) -> None:
+    app = open_page("screens/job.py", job=filled_database.mnist_train)
+    assert app.title[0].value == filled_database.mnist_train
+    history = job_object(filled_database.mnist_train)["history"]
+    epochs = [h for h in history if "train_loss" in h]
+    assert len(epochs) == 2
+    shown = figures(app)
+    assert set(shown) >= {"Loss", "Accuracy", "Learning rate", "Images per second"}
+    loss = traces(shown["Loss"])
+    assert list(values(loss["train"].x)) == [1, 2]
+    assert np.allclose(values(loss["train"].y), [h["train_loss"] for h in epochs])
+    assert np.allclose(values(loss["validation"].y), [h["val_loss"] for h in epochs])
+    accuracy = traces(shown["Accuracy"])
+    assert np.allclose(values(accuracy["validation"].y), [h["val_accuracy"] for h in epochs])
+    assert np.allclose(values(shown["Learning rate"].data[0].y), [h["lr"] for h in epochs])
+    assert all(v > 0 for v in values(shown["Images per second"].data[0].y))
+    assert metrics(app)["epochs"] == "2 / 2"
+    artifacts = table_with(app, "size")
+    assert {"model", "checkpoint"} <= set(artifacts["kind"])
+    assert all(size.endswith(("B", "KiB", "MiB")) for size in artifacts["size"])
+    # The spec is shown, and a finished job offers neither cancel nor retry.
+    assert any(json.loads(j.value).get("model") == "lenet" for j in app.json)
+    assert [b.key for b in app.button] == []
+
+
+def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, dashboard_env: dict) -> None:
+    app = open_page("screens/job.py", job=filled_database.xray_eval)
+    result = job_object(filled_database.xray_eval)["result"]
+    shown = figures(app)
+    heatmap = shown["Confusion matrix"].data[0]
+    assert np.array_equal(values(heatmap.z), np.asarray(result["confusion_matrix"]))
+    assert list(heatmap.x) == result["classes"] == ["NORMAL", "PNEUMONIA"]
+    roc_title = next(t for t in shown if t.startswith("ROC curve"))
+    roc = traces(shown[roc_title])
+    assert np.allclose(values(roc["ROC"].x), result["roc"]["fpr"])
+    assert np.allclose(values(roc["ROC"].y), result["roc"]["tpr"])
+    marker = next(trace for name, trace in roc.items() if name.startswith("threshold"))
+    assert marker.name == f"threshold {result['threshold']:.3f}"
+    per_class = table_with(app, "class") if "class" in result["per_class"][0] else app.dataframe[0].value
+    assert len(per_class) == 2
+    assert "accuracy" in metrics(app)
+
+
+def test_failed_job_shows_its_error_and_retries_through_the_broker(
+    filled_database: FilledDatabase, dashboard_broker: str
+) -> None:
+    broker_url = dashboard_broker
+    failed = job_object(filled_database.failed)
+    app = open_page("screens/job.py", job=filled_database.failed)
+    assert failed["error"]["type"] in app.error[0].value
+    assert failed["error"]["traceback"].strip().splitlines()[-1] in app.code[0].value
+    assert [b.key for b in app.button] == ["retry"]  # a finished job cannot be cancelled
+
+    app.button(key="retry").click().run()
+    assert not app.exception
+    new_id = app.query_params["job"]
+    assert new_id != filled_database.failed
+    retried = job_object(new_id)
+    assert retried["status"] == "QUEUED"
+    assert parse_spec(retried["spec"]) == parse_spec(failed["spec"])
+    assert queue_depths([retried["queue"]], broker_url) == {retried["queue"]: 1}
+
+
+def test_cancel_button_cancels_a_queued_job(filled_database: FilledDatabase, dashboard_env: dict) -> None:
+    from cnnq.db.jobs import create_job
+    from cnnq.db.session import session_scope
+
+    with session_scope() as session:
+        queued = create_job(
+            session, kind="train", spec=job_object(filled_database.mnist_train)["spec"], queue="cpu"
+        ).id
+    app = open_page("screens/job.py", job=queued)
+    assert "QUEUED" in app.markdown[0].value
+    app.button(key="cancel").click().run()
+    assert not app.exception
+    assert job_object(queued)["status"] == "CANCELLED"
+
+
+def test_compare_overlays_curves_and_tables_differences(
+    filled_database: FilledDatabase, dashboard_env: dict
+) -> None:
+    runs = [filled_database.mnist_train, filled_database.xray_train]
+    app = open_page("screens/compare.py", jobs=",".join(runs))
+    summary = table_with(app, "job")
+    assert list(summary["job"]) == runs
+    # Options that differ are columns; those that agree are not.
+    assert list(summary["dataset"]) == ["mnist", "xray"]
+    assert "model" not in summary.columns and "epochs" in summary.columns
+    for job_id, row in summary.set_index("job").iterrows():
+        assert row["val_accuracy"] == pytest.approx(job_object(job_id)["metrics"]["val_accuracy"])
+    shown = figures(app)
+    assert sorted(trace["name"] for trace in shown["Validation accuracy"]["data"]) == sorted(runs)
+    assert {len(trace["x"]) for trace in shown["Training loss"]["data"]} == {2}
+
+
+def test_bulk_page_shows_shards_scores_and_flags(
+    filled_database: FilledDatabase, dashboard_env: dict
+) -> None:
+    from cnnq.db.records import prediction_counts
+    from cnnq.db.session import session_scope
+
+    app = open_page("screens/bulk.py", job=filled_database.bulk)
+    with session_scope() as session:
+        counts = prediction_counts(session, filled_database.bulk, "PNEUMONIA")
+    cards = metrics(app)
+    files = [p for p in filled_database.chest_xray.rglob("*") if p.is_file()]
+    assert int(cards["inputs"]) == counts["inputs"] == len(files)
+    assert int(cards["positive (PNEUMONIA)"]) == counts["positive"] > 0
+    assert int(cards["flagged"]) == counts["flagged"] == 3  # two broken images and a text file
+    shown = figures(app)
+    assert len(values(shown["Progress by shard"].data[0].y)) == 3
+    assert len(values(shown["Distribution of scores"].data[0].x)) == counts["scored"]
+    threshold_lines = [s for s in shown["Distribution of scores"].layout.shapes if s.type == "line"]
+    assert len(threshold_lines) == 1
+    top = table_with(app, "score")
+    assert len(top) == 20 and list(top["score"]) == sorted(top["score"], reverse=True)
+    assert all(url.startswith("data:image/png;base64,") for url in top["image"])
+    assert all(Path(p).is_relative_to(filled_database.chest_xray) for p in top["input"])
+    flagged = table_with(app, "error")
+    assert {Path(p).name for p in flagged["input"]} == {
+        "notes.txt",
+        "broken_empty.png",
+        "broken_truncated.jpeg",
+    }
+    assert flagged["error"].str.len().min() > 0
+    shards = table_with(app, "message")
+    assert list(shards["status"]) == ["SUCCEEDED"] * 3 and sum(shards["inputs"]) == len(files)
+
+
+def test_xray_check_scores_an_upload_and_refuses_text(
+    filled_database: FilledDatabase, dashboard_env: dict, tmp_path: Path
+) -> None:
+    from cnnq.jobs.checkpoint import load_model_file
+    from cnnq.jobs.infer import Decision
+
+    model = job_object(filled_database.xray_train)
+    model_path = next(a["uri"] for a in model["artifacts"] if a["kind"] == "model")
+    app = open_page("screens/xray.py")
+    choice = next(
+        o for o in app.selectbox(key="xray_model").options if o.startswith(filled_database.xray_train)
+    )
+    app.selectbox(key="xray_model").set_value(choice).run()
+
+    image = sorted((filled_database.chest_xray / "test" / "PNEUMONIA").glob("*.png"))[0]
+    app.file_uploader(key="xray_upload").set_value((image.name, image.read_bytes(), "image/png")).run()
+    assert not app.exception and not app.error
+    loaded = load_model_file(Path(model_path))
+    expected = Decision.for_model(loaded, None)
+    shown = metrics(app)
+    assert shown["label"] in ("NORMAL", "PNEUMONIA")
+    assert shown["threshold"] == f"{expected.threshold:.3f}"
+    assert 0.0 <= float(shown[f"probability of {shown['label']}"]) <= 1.0
+    assert len(app.image) == 2  # the image and its Grad-CAM overlay
+
+    # DICOM too: a 12-bit chest film, as a scanner archive holds it.
+    pixels = (np.asarray(PILImage.open(image).convert("L"), dtype=np.uint16) * 16).astype(np.uint16)
+    dicom = write_dicom(tmp_path / "film.dcm", pixels)
+    app.file_uploader(key="xray_upload").set_value(
+        ("film.dcm", dicom.read_bytes(), "application/dicom")
+    ).run()
+    assert not app.exception and not app.error
+    assert metrics(app)["label"] in ("NORMAL", "PNEUMONIA")
+    assert "film.dcm (64×64)" in app.image[0].proto.imgs[0].caption
+
+    app.file_uploader(key="xray_upload").set_value(("notes.txt", b"not an image\n", "text/plain")).run()
+    assert not app.exception
+    assert "notes.txt is not an image" in app.error[0].value
+
+
+def test_workers_page_shows_workers_and_queue_depths(
+    filled_database: FilledDatabase, dashboard_broker: str, cli: Any
+) -> None:
+    from cnnq.db.session import session_scope
+    from cnnq.db.workers import register_worker
+
+    with session_scope() as session:
+        register_worker(
+            session, "gpu0@node1", hostname="node1", pid=4242, queues=["gpu", "gpu.0"], gpu_index=0,
+            gpu_name="NVIDIA H100", gpu_memory_mb=81559, memory_mb=257000,
+        )  # fmt: skip
+    for _ in range(2):
+        done = cli("submit", "eval", "--model-from", filled_database.xray_train, "--queue", "gpu.0")
+        assert done.code == 0, done.stderr
+    app = open_page("screens/workers.py")
+    workers = table_with(app, "worker").set_index("worker")
+    assert workers.loc["gpu0@node1", "gpu"] == "0: NVIDIA H100"
+    assert workers.loc["gpu0@node1", "state"] == "up"
+    queues = table_with(app, "waiting messages").set_index("queue")
+    assert queues.loc["gpu.0", "waiting messages"] == 2
+    assert "redis://127.0.0.1" in app.caption[0].value
+
+
+def test_job_page_follows_a_running_job_and_cancels_it(
+    filled_database: FilledDatabase, dashboard_env: dict, mnist_root: Path
+) -> None:
+    """A real training job in another process: its page shows the epochs so far, and Cancel stops it."""
+    from cnnq.db.jobs import list_jobs
+    from cnnq.db.records import metric_history
+    from cnnq.db.session import session_scope
+    from cnnq.db.status import JobStatus
+
+    command = [*cnnq_command(), "run", "train", "--model", "lenet", "--dataset", "mnist", "--limit", "256"]
+    command += ["--epochs", "200", "--num-workers", "0"]
+    training = subprocess.Popen(
+        command, env={**os.environ, **dashboard_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        job_id, deadline = None, time.monotonic() + 180
+        while time.monotonic() < deadline and training.poll() is None:
+            with session_scope() as session:
+                running = list_jobs(session, statuses=[JobStatus.RUNNING], kinds=["train"])
+                if running and len(metric_history(session, running[0].id)) >= 2:
+                    job_id = running[0].id
+                    break
+            time.sleep(0.5)
+        assert job_id is not None, "the training job did not finish two epochs"
+        app = open_page("screens/job.py", job=job_id)
+        assert "RUNNING" in app.markdown[0].value
+        epochs_shown = len(values(traces(figures(app)["Loss"])["train"].x))
+        with session_scope() as session:
+            assert 2 <= epochs_shown <= len(metric_history(session, job_id))
+        app.button(key="cancel").click().run()
+        assert not app.exception
+        assert training.wait(timeout=120) != 0
+    finally:
+        if training.poll() is None:
+            training.kill()
+            training.wait()
+    final = job_object(job_id)
+    assert final["status"] == "CANCELLED"
+    assert len([h for h in final["history"] if "train_loss" in h]) < 200
+
+
+@pytest.mark.postgres
+def test_pages_read_a_postgresql_database(
+    use_settings: Any, postgres_url: str, cli: Any, mnist_root: Path
+) -> None:
+    """The cluster setup: the same pages on PostgreSQL, filled by a real training job."""
+    use_settings(CNNQ_DATABASE_URL=postgres_url)
+    done = cli("run", "train", "--model", "lenet", "--dataset", "mnist", "--limit", "128", "--epochs", "2",
+               "--num-workers", "0", "--json")  # fmt: skip
+    assert done.code == 0, done.stderr
+    job_id = json.loads(done.stdout)["id"]
+    app = open_page("screens/jobs.py")
+    assert list(table_with(app, "status")["id"]) == [job_id]
+    app = open_page("screens/job.py", job=job_id)
+    assert list(values(traces(figures(app)["Loss"])["validation"].x)) == [1, 2]
+    app = open_page("screens/compare.py", jobs=job_id)
+    assert list(table_with(app, "job")["job"]) == [job_id]

@@ -1,0 +1,249 @@
+"""The training job on tiny sets in every on-disk format: metrics, artifacts, resume, cancel, early stop."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnq.jobs.checkpoint import load_checkpoint, load_model_file
+from cnnq.jobs.evaluate import evaluate_job
+from cnnq.jobs.reporter import JobCancelled, RecordingReporter
+from cnnq.jobs.runner import run_job
+from cnnq.jobs.spec import EvalSpec, TrainSpec
+from cnnq.jobs.train import train_job
+from tests.sample_data import corrupt_files, make_chest_xray, make_cifar10, make_image_folder, make_mnist
+
+EPOCH_METRICS = {
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "images_per_second",
+    "epoch_seconds",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_mnist(tmp_path_factory.mktemp("mnist"), n_train=300, n_test=60)
+
+
+def mnist_spec(root: Path, **options: object) -> TrainSpec:
+    defaults: dict[str, object] = {
+        "model": "lenet",
+        "dataset": "mnist",
+        "data_root": root,
+        "epochs": 2,
+        "batch_size": 32,
+        "num_workers": 0,
+        "device": "cpu",
+    }
+    return TrainSpec.model_validate(defaults | options)
+
+
+def test_train_reports_every_epoch_and_writes_loadable_artifacts(tiny_mnist: Path, tmp_path: Path) -> None:
+    reporter = RecordingReporter()
+    summary = train_job(mnist_spec(tiny_mnist), tmp_path, reporter)
+
+    history = reporter.history()
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert set(history[0]) >= EPOCH_METRICS
+    assert EPOCH_METRICS | {"test_loss", "test_accuracy"} <= set(history[1])
+    assert all(0.0 <= row["val_accuracy"] <= 1.0 and row["images_per_second"] > 0 for row in history)
+    assert summary["test_accuracy"] == history[1]["test_accuracy"]
+    # A learnable synthetic set: two epochs beat chance (10 classes) by far.
+    assert history[1]["test_accuracy"] > 0.5
+
+    assert reporter.artifacts == {"checkpoint": tmp_path / "last.pt", "model": tmp_path / "best.pt"}
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(checkpoint)
+    loaded = load_model_file(tmp_path / "best.pt", "cpu")
+    assert not loaded.model.training
+    assert (loaded.name, loaded.in_channels, loaded.image_size) == ("lenet", 1, 28)
+    assert loaded.classes == [str(d) for d in range(10)] or len(loaded.classes) == 10
+    assert loaded.dataset == "mnist" and loaded.threshold is None and loaded.positive_class is None
+    assert reporter.progress_updates[-1][0] == pytest.approx(1.0)
+
+    # Evaluating the same model on the same test split gives the test_accuracy training reported.
+    evaluation = RecordingReporter()
+    evaluate_job(EvalSpec(model_from="job", checkpoint=tmp_path / "best.pt"), tmp_path / "eval", evaluation)
+    assert evaluation.metric_rows[(0, "accuracy")] == pytest.approx(history[1]["test_accuracy"])
+    assert {"precision", "recall", "f1"} <= {name for _, name in evaluation.metric_rows}
+    assert "roc_auc" not in {name for _, name in evaluation.metric_rows}
+    matrix = evaluation.summary["confusion_matrix"]
+    assert len(matrix) == 10 and sum(map(sum, matrix)) == evaluation.summary["num_samples"] == 60
+    assert len(evaluation.summary["per_class"]) == 10
+
+
+def test_cifar10_pickles_train_with_cifar_cnn(tmp_path: Path) -> None:
+    root = make_cifar10(tmp_path / "data", n_train=120, n_test=30)
+    spec = TrainSpec(
+        model="cifar-cnn", dataset="cifar10", data_root=root, epochs=1, batch_size=32, num_workers=0
+    )
+    reporter = RecordingReporter()
+    train_job(spec, tmp_path / "job", reporter)
+    assert load_model_file(tmp_path / "job" / "best.pt").in_channels == 3
+    assert {"test_accuracy", "val_accuracy"} <= set(reporter.history()[-1])
+
+
+def test_an_image_folder_trains_through_run_job(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "pets", per_class=16, size=32)
+    spec = TrainSpec(
+        model="lenet",
+        dataset="folder",
+        data_root=root,
+        image_size=32,
+        val_split=0.25,
+        epochs=2,
+        batch_size=8,
+        num_workers=0,
+        augment="flip",
+    )
+    reporter = RecordingReporter()
+    run_job(spec, tmp_path / "job", reporter)
+    loaded = load_model_file(tmp_path / "job" / "best.pt")
+    assert loaded.classes == ["cat", "dog"]
+    assert loaded.positive_class == "dog"
+    assert [row["epoch"] for row in reporter.history()] == [1, 2]
+
+
+def test_an_xray_tree_with_broken_files_trains_and_evaluates(tmp_path: Path) -> None:
+    chest = make_chest_xray(tmp_path / "data", size=32)
+    spec = TrainSpec(
+        model="lenet",
+        dataset="xray",
+        data_root=chest.parent,
+        image_size=32,
+        epochs=3,
+        batch_size=16,
+        num_workers=0,
+        threshold="youden",
+    )
+    reporter = RecordingReporter()
+    summary = train_job(spec, tmp_path / "train", reporter)
+
+    log = "\n".join(reporter.lines)
+    for broken in corrupt_files(chest):
+        assert broken.name in log
+    assert any("loss weights" in line for line in reporter.lines)  # 30 NORMAL vs 60 PNEUMONIA
+    model = load_model_file(tmp_path / "train" / "best.pt")
+    assert model.positive_class == "PNEUMONIA"
+    assert model.threshold is not None and 0.0 <= model.threshold <= 1.0
+    assert summary["threshold"] == model.threshold
+
+    evaluation = RecordingReporter()
+    eval_spec = EvalSpec(model_from="job", checkpoint=tmp_path / "train" / "best.pt", num_workers=0)
+    evaluate_job(eval_spec, tmp_path / "eval", evaluation)
+    metrics = {name: value for (step, name), value in evaluation.metric_rows.items() if step == 0}
+    assert {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "sensitivity",
+        "specificity",
+        "threshold",
+    } <= set(metrics)
+    assert metrics["threshold"] == pytest.approx(model.threshold)
+    result = evaluation.summary
+    assert result["split"] == "test" and result["num_samples"] == 20
+    assert result["positive_class"] == "PNEUMONIA"
+    assert sum(map(sum, result["confusion_matrix"])) == 20
+    assert len(result["roc"]["fpr"]) == len(result["roc"]["tpr"]) <= 200
+    matrix = result["confusion_matrix"]  # rows: true NORMAL, PNEUMONIA
+    assert metrics["sensitivity"] == pytest.approx(matrix[1][1] / sum(matrix[1]))
+    assert metrics["specificity"] == pytest.approx(matrix[0][0] / sum(matrix[0]))
+    assert evaluation.artifacts["report"].exists()
+
+
+@dataclass
+class CancelAfterEpoch(RecordingReporter):
+    """Asks to cancel once the metrics of `epoch` are in, like a user pressing cancel then."""
+
+    epoch: int = 1
+
+    def cancel_requested(self) -> bool:
+        return any(step >= self.epoch for step, _ in self.metric_rows)
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(tiny_mnist: Path, tmp_path: Path) -> None:
+    # mnist-cnn has dropout and the augmentation draws random numbers: both must resume exactly.
+    spec = mnist_spec(tiny_mnist, model="mnist-cnn", epochs=3, augment="shift=0.1")
+    whole = RecordingReporter()
+    train_job(spec, tmp_path / "whole", whole)
+
+    with pytest.raises(JobCancelled):
+        train_job(spec, tmp_path / "split", CancelAfterEpoch(epoch=1))
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["epoch"] == 1
+    resumed = RecordingReporter()
+    train_job(spec, tmp_path / "split", resumed)
+
+    assert [row["epoch"] for row in resumed.history()] == [2, 3]
+    assert any("after epoch 1" in line for line in resumed.lines)
+    timing = {"images_per_second", "epoch_seconds"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in whole.history()]
+    assert [{k: v for k, v in row.items() if k not in timing} for row in resumed.history()] == strip[1:]
+    final_whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    final_split = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert all(torch.equal(final_whole[name], final_split[name]) for name in final_whole)
+
+
+@dataclass
+class CancelDuringTraining(RecordingReporter):
+    """Asks to cancel `delay` seconds after training first reports progress; notes when it was asked."""
+
+    delay: float = 0.5
+    requested_at: float | None = None
+    polls: list[float] = field(default_factory=list)
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        super().progress(fraction, message)
+        if self.requested_at is None:
+            self.requested_at = time.monotonic() + self.delay
+
+    def cancel_requested(self) -> bool:
+        self.polls.append(time.monotonic())
+        return self.requested_at is not None and self.polls[-1] >= self.requested_at
+
+
+def test_cancel_stops_training_within_two_seconds(tiny_mnist: Path, tmp_path: Path) -> None:
+    reporter = CancelDuringTraining()
+    with pytest.raises(JobCancelled):
+        train_job(mnist_spec(tiny_mnist, epochs=500), tmp_path, reporter)
+    assert reporter.requested_at is not None
+    latency = time.monotonic() - reporter.requested_at
+    assert latency < 2.0, f"cancel took {latency:.2f}s after the request"
+    gaps = [later - earlier for earlier, later in zip(reporter.polls, reporter.polls[1:], strict=False)]
+    assert gaps and max(gaps) < 2.0, "the job polled for cancel less than once a second"
+
+
+def test_early_stopping_stops_when_val_accuracy_stalls(tiny_mnist: Path, tmp_path: Path) -> None:
+    # A vanishing learning rate: val_accuracy cannot improve after the first epoch.
+    spec = mnist_spec(tiny_mnist, epochs=10, patience=2, optimizer="sgd", lr=1e-9, schedule="none")
+    reporter = RecordingReporter()
+    summary = train_job(spec, tmp_path, reporter)
+    assert [row["epoch"] for row in reporter.history()] == [1, 2, 3]
+    assert summary["stopped_early"] and summary["best_epoch"] == 3  # all tie: the latest is kept
+    assert any("early stop" in line for line in reporter.lines)
+
+
+def test_real_mnist_subset_trains(mnist_root: Path, tmp_path: Path) -> None:
+    spec = mnist_spec(mnist_root, limit=2000, epochs=1)
+    reporter = RecordingReporter()
+    train_job(spec, tmp_path, reporter)
+    assert reporter.history()[-1]["test_accuracy"] > 0.8
+
+
+@pytest.mark.slow
+def test_lenet_reaches_97_percent_on_real_mnist_in_one_epoch(mnist_root: Path, tmp_path: Path) -> None:
+    spec = TrainSpec(model="lenet", dataset="mnist", data_root=mnist_root, epochs=1)
+    reporter = RecordingReporter()
+    summary = train_job(spec, tmp_path, reporter)
+    assert summary["test_accuracy"] >= 0.97
