@@ -15,11 +15,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from cnnq.db.tables import Job
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = (REPO.parent / "shared" / "datasets").resolve()
@@ -298,3 +302,23 @@ def start_workers(tmp_path: Path) -> Iterator[object]:
 def queue_env(use_settings, broker_url: str, database_url: str):  # type: ignore[no-untyped-def]
     """cnnq settings for tests with a real Redis, fast heartbeats, and SQLite or PostgreSQL."""
     return use_settings(CNNQ_BROKER_URL=broker_url, CNNQ_DATABASE_URL=database_url, **FAST_BEATS)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def job_of(job_id: str) -> Job:
+    from cnnq.db.jobs import get_job
+    from cnnq.db.session import session_scope
+
+    with session_scope() as s:
+        return get_job(s, job_id)
+
+
+def finished(job_id: str) -> bool:
+    return job_of(job_id).status.finished

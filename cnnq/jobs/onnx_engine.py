@@ -7,7 +7,6 @@ job's workdir instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -18,17 +17,10 @@ import onnxruntime
 import torch
 from torch import nn
 
+from cnnq.file_digest import file_sha256
 from cnnq.jobs.checkpoint import LoadedModel
 
 OPSET = 17
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def onnx_path_for(loaded: LoadedModel, workdir: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,18 +10,11 @@ from typing import Any
 from cnnq.db.jobs import is_cancel_requested, update_job
 from cnnq.db.records import append_log, insert_predictions, record_artifact, record_metrics, scored_inputs
 from cnnq.db.session import session_scope
+from cnnq.file_digest import file_sha256
 from cnnq.jobs.reporter import PredictionRow
 from cnnq.settings import get_settings
 
 _PROGRESS_EVERY_SECONDS = 0.5
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class SqlReporter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sample_data import make_chest_xray
+from tests.sample_data import make_chest_xray
 
 
 def test_fetch_refuses_unknown_names_with_exit_2(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

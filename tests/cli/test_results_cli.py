@@ -11,13 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from sample_data import make_chest_xray
 
 from cnnq.db.results import bulk_summary
 from cnnq.db.session import session_scope
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import train_job
+from tests.sample_data import make_chest_xray
 
 BROKEN = {"empty.png": "empty file", "notes.txt": "not an image: text file"}
 

@@ -7,7 +7,8 @@ import os
 
 import pytest
 import redis
-from conftest import FAST_BEATS, free_port
+
+from tests.conftest import FAST_BEATS, free_port
 
 
 def _alive(pid: int) -> bool:

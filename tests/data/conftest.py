@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sample_data import make_chest_xray, make_cifar10, make_image_folder
+
+from tests.sample_data import make_chest_xray, make_cifar10, make_image_folder
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from sample_data import make_mnist
 
 from cnnq.data.augment import Augmentation, parse_augment
 from cnnq.data.registry import DataRequest, load_dataset
 from cnnq.errors import UserError
+from tests.sample_data import make_mnist
 
 CPU = torch.device("cpu")
 

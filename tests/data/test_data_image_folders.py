@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sample_data import corrupt_files, make_chest_xray, make_image_folder
 
 from cnnq.data.decode import load_image
 from cnnq.data.registry import DataRequest, load_dataset
 from cnnq.data.transforms import preprocess_image
 from cnnq.errors import UserError
+from tests.sample_data import corrupt_files, make_chest_xray, make_image_folder
 
 CPU = torch.device("cpu")
 

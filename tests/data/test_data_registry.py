@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from sample_data import make_chest_xray, make_cifar10, make_mnist
 
 from cnnq.data.registry import DataRequest, check_dataset, fetch_dataset, load_dataset
 from cnnq.errors import UserError
+from tests.sample_data import make_chest_xray, make_cifar10, make_mnist
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10"])

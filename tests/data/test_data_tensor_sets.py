@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sample_data import CIFAR10_CLASSES, make_cifar10, make_mnist, read_cifar_batch
 
 from cnnq.data.registry import DataRequest, load_dataset
 from cnnq.data.tensor_sets import convert_channels, read_cifar10
 from cnnq.errors import UserError
+from tests.sample_data import CIFAR10_CLASSES, make_cifar10, make_mnist, read_cifar_batch
 
 CPU = torch.device("cpu")
 

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-from sample_dicom import write_dicom
 
 from cnnq.data.decode import ImageDecodeError, load_image
+from tests.sample_dicom import write_dicom
 
 
 def _gray(size: int = 32) -> np.ndarray:

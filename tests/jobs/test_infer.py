@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sample_data import make_chest_xray, xray_image
-from sample_dicom import write_dicom
 
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel, ModelInfo, load_model_file
@@ -19,6 +17,8 @@ from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.reporter import JobCancelled, PredictionRow, RecordingReporter
 from cnnq.jobs.spec import InferSpec, TrainSpec
 from cnnq.jobs.train import train_job
+from tests.sample_data import make_chest_xray, xray_image
+from tests.sample_dicom import write_dicom
 
 BROKEN = {
     "broken/empty.png": "empty file",

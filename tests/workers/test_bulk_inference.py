@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from sample_data import make_chest_xray
 from sqlalchemy import delete, func, select
 
 from cnnq.db.jobs import children_of, get_job, request_cancel
@@ -24,6 +23,7 @@ from cnnq.jobs.spec import parse_spec
 from cnnq.models.registry import build_model
 from cnnq.workers.execution import execute_job
 from cnnq.workers.sql_reporter import SqlReporter
+from tests.sample_data import make_chest_xray
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from conftest import REPO
+
+from tests.conftest import REPO
 
 CNNQ_SERVICES = ("gpu-worker", "cpu-worker", "dashboard")
 

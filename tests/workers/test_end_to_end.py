@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,10 @@ from cnnq.db.jobs import get_job, request_cancel
 from cnnq.db.records import artifacts_of, find_artifact, log_lines, metric_history
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, Metric
+from cnnq.db.tables import Metric
 from cnnq.jobs.spec import TrainSpec
 from cnnq.workers.submit import Placement, submit_job
+from tests.conftest import finished, job_of, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,23 +35,6 @@ def mnist_spec(root: Path, **changes: object) -> TrainSpec:
         "device": "cpu",
     }
     return TrainSpec.model_validate(options | changes)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def job_of(job_id: str) -> Job:
-    with session_scope() as s:
-        return get_job(s, job_id)
-
-
-def finished(job_id: str) -> bool:
-    return job_of(job_id).status.finished
 
 
 def children_of_pid(pid: int) -> list[int]:

@@ -10,17 +10,13 @@ import json
 import os
 import shutil
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_data import corrupt_files, make_chest_xray, xray_image
-from sample_dicom import write_dicom
 from sqlalchemy import func, select
 
-from cnnq.db.jobs import children_of, get_job
+from cnnq.db.jobs import children_of
 from cnnq.db.records import last_metrics
 from cnnq.db.results import bulk_summary
 from cnnq.db.session import session_scope
@@ -29,25 +25,11 @@ from cnnq.db.tables import Job, Prediction
 from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.jobs.inputs import list_inputs
 from cnnq.models.registry import build_model
+from tests.conftest import finished, job_of, wait_until
+from tests.sample_data import corrupt_files, make_chest_xray, xray_image
+from tests.sample_dicom import write_dicom
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def job_of(job_id: str) -> Job:
-    with session_scope() as s:
-        return get_job(s, job_id)
-
-
-def finished(job_id: str) -> bool:
-    return job_of(job_id).status.finished
 
 
 def submitted(cli, *args: object) -> str:  # type: ignore[no-untyped-def]
