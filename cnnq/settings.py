@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         description="Torch threads per job process (0: the cores this process may use / jobs per host).",
     )
     dashboard_port: int = Field(default=8501, description="Port of the Streamlit dashboard.")
-    default_shard_size: int = Field(default=2000, description="Inputs per shard of a bulk inference job.")
+    cancel_grace_seconds: float = Field(
+        default=10.0, description="A job that ignores a cancel request this long is stopped by its worker."
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

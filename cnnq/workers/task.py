@@ -19,8 +19,6 @@ from cnnq.workers.job_process import start_job_process
 
 log = logging.getLogger(__name__)
 
-CANCEL_GRACE_SECONDS = 10.0
-
 
 class WorkerState:
     """What the task needs to know about the worker process it runs in (set when the worker is ready)."""
@@ -45,7 +43,8 @@ def run_job_task(job_id: str) -> None:
 
 def _join(process: BaseProcess, job_id: str, worker: str) -> None:
     """Wait for the job process; stop it if it ignores a cancel request for longer than the grace time."""
-    grace = max(CANCEL_GRACE_SECONDS, 10 * get_settings().cancel_poll_seconds)
+    settings = get_settings()
+    grace = max(settings.cancel_grace_seconds, 10 * settings.cancel_poll_seconds)
     asked_at: float | None = None
     while process.is_alive():
         process.join(timeout=1.0)
@@ -75,7 +74,8 @@ def _record_crash(job_id: str, worker: str, exitcode: int) -> None:
                 session,
                 job_id,
                 JobStatus.FAILED,
-                only_if=Job.worker == worker,
+                # Its own job, or one it died before claiming (still QUEUED: no other delivery is coming).
+                only_if=(Job.worker == worker) | ((Job.status == JobStatus.QUEUED) & (Job.attempts == 0)),
                 error_type="JobProcessDied",
                 error_message=f"the job process {how}; out of memory? see `cnnq logs {job_id}`",
                 message="failed: the job process died",

@@ -15,7 +15,7 @@ from cnnq.db.jobs import children_of, get_job, request_cancel
 from cnnq.db.results import bulk_summary
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Prediction
+from cnnq.db.tables import Job, Prediction
 from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.jobs.infer import infer_job
 from cnnq.jobs.inputs import list_inputs
@@ -93,3 +93,17 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
     assert summary["rows"] == len(inputs) and summary["flagged"] == 3
     exported = list(csv.DictReader(io.StringIO(cli("results", resumed).stdout)))
     assert sorted(r["path"] for r in exported) == sorted(inputs)
+
+
+def test_output_on_a_bulk_job_is_refused_and_nothing_is_recorded(  # type: ignore[no-untyped-def]
+    queue_env, cli, model_and_archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_file, chest = model_and_archive
+    result = cli(
+        "submit", "infer", "--model-from", model_file, "--input", chest, "--shard-size", "6",
+        "--output", tmp_path / "out.csv",
+    )  # fmt: skip
+    assert result.code == 2
+    assert "cnnq results JOB --out FILE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 0

@@ -47,7 +47,9 @@ except UserError as error:
 
 cards = st.columns(3)
 cards[0].metric("label", score.label)
-cards[1].metric(f"probability of {score.label}", f"{score.probability:.3f}")
+# With a threshold, show the probability it is compared with (the positive class's), not the label's.
+shown = score.positive_class if score.threshold is not None and score.positive_class else score.label
+cards[1].metric(f"probability of {shown}", f"{score.probabilities.get(shown, score.probability):.3f}")
 cards[2].metric(
     "threshold",
     f"{score.threshold:.3f}" if score.threshold is not None else "none",
