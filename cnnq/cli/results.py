@@ -139,53 +139,36 @@ def explain(
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
         raise UserError(f"--out {out}: write the heatmap to a .png or .jpg file")
 
-    import torch
-
-    from cnnq.data.transforms import preprocess_image
     from cnnq.jobs.checkpoint import load_model_file
     from cnnq.jobs.device import configure_threads, pick_device
-    from cnnq.jobs.gradcam import gradcam, overlay
-    from cnnq.jobs.infer import Decision
+    from cnnq.jobs.gradcam import explain_image, overlay
 
     configure_threads()
     loaded = load_model_file(model_file, pick_device("auto"))
-    tensor = preprocess_image(
-        picture,
-        in_channels=loaded.in_channels,
-        image_size=loaded.image_size,
-        mean=loaded.mean,
-        std=loaded.std,
-    )
-    with torch.inference_mode():
-        probabilities = (
-            torch.softmax(loaded.model(tensor[None].to(loaded.device)).float(), dim=1).cpu().numpy()
-        )
-    decision = Decision.for_model(loaded, None)
-    row = decision.rows([str(image)], probabilities)[0]
-    explained = class_name if class_name is not None else row.label
-    if explained not in loaded.classes:
-        raise UserError(f"--class {class_name}: the model's classes are {', '.join(loaded.classes)}")
-    heatmap = gradcam(loaded, tensor, loaded.classes.index(explained))
+    explanation = explain_image(loaded, picture, class_name, name=str(image))
     out = out.expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    overlay(picture, heatmap).save(out)
+    overlay(picture, explanation.heatmap).save(out)
     report = {
         "image": str(image),
-        "label": row.label,
-        "probability": row.score,
-        "probabilities": row.probabilities,
-        "threshold": decision.threshold,
-        "positive_class": decision.positive_class,
-        "explained_class": explained,
+        "label": explanation.label,
+        "probability": explanation.score,
+        "probabilities": explanation.probabilities,
+        "threshold": explanation.threshold,
+        "positive_class": explanation.positive_class,
+        "explained_class": explanation.explained_class,
         "heatmap": str(out),
     }
     if as_json:
         print_json(report)
         return
-    score_name = f"P({decision.positive_class})" if decision.positive_class else "probability"
-    threshold = "" if decision.threshold is None else f", threshold {decision.threshold:.3f}"
-    console.print(f"{image}: {row.label} ({score_name} {row.score:.3f}{threshold})", highlight=False)
-    console.print(f"Grad-CAM for {explained} written to {out}", highlight=False)
+    positive = explanation.positive_class
+    score_name = f"P({positive})" if positive else "probability"
+    threshold = "" if explanation.threshold is None else f", threshold {explanation.threshold:.3f}"
+    console.print(
+        f"{image}: {explanation.label} ({score_name} {explanation.score:.3f}{threshold})", highlight=False
+    )
+    console.print(f"Grad-CAM for {explanation.explained_class} written to {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

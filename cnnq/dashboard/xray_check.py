@@ -11,15 +11,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-import torch
 from PIL import Image
 
 from cnnq.data.decode import ImageDecodeError, load_image
-from cnnq.data.transforms import preprocess_image
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel
-from cnnq.jobs.gradcam import gradcam, overlay
-from cnnq.jobs.infer import Decision
+from cnnq.jobs.gradcam import explain_image, overlay
 
 _KEPT_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
 
@@ -52,26 +49,13 @@ def decode_upload(name: str, data: bytes) -> Image.Image:
 
 
 def score_image(image: Image.Image, loaded: LoadedModel, name: str = "upload") -> XrayScore:
-    tensor = preprocess_image(
-        image,
-        in_channels=loaded.in_channels,
-        image_size=loaded.image_size,
-        mean=loaded.mean,
-        std=loaded.std,
-    )
-    with torch.no_grad():
-        logits = loaded.model(tensor.unsqueeze(0).to(loaded.device))
-    probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
-    decision = Decision.for_model(loaded, None)
-    row = decision.rows([name], probabilities)[0]
-    assert row.label is not None and row.probabilities is not None
-    heatmap = gradcam(loaded, tensor, class_index=decision.classes.index(row.label))
+    explained = explain_image(loaded, image, name=name)
     return XrayScore(
-        label=row.label,
-        probability=row.probabilities[row.label],
-        probabilities=row.probabilities,
-        threshold=decision.threshold,
-        positive_class=decision.positive_class,
+        label=explained.label,
+        probability=explained.probabilities[explained.label],
+        probabilities=explained.probabilities,
+        threshold=explained.threshold,
+        positive_class=explained.positive_class,
         image=image,
-        heatmap_overlay=overlay(image, heatmap),
+        heatmap_overlay=overlay(image, explained.heatmap),
     )

@@ -7,6 +7,7 @@ the dashboard both call these two functions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,3 +78,48 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.4) -> Imag
     )
     colours = Image.fromarray(jet(np.asarray(stretched)))
     return Image.blend(base, colours, alpha)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image scored as a bulk job would score it, with the Grad-CAM of a class."""
+
+    label: str
+    score: float
+    """The probability of the positive class for two classes with a threshold, else of the label."""
+    probabilities: dict[str, float]
+    threshold: float | None
+    positive_class: str | None
+    explained_class: str
+    heatmap: np.ndarray
+
+
+def explain_image(
+    loaded: LoadedModel, image: Image.Image, class_name: str | None = None, name: str = "image"
+) -> Explanation:
+    """Label, probabilities and Grad-CAM of one image: what `cnnq explain` and the dashboard show."""
+    from cnnq.data.transforms import preprocess_image
+    from cnnq.errors import UserError
+    from cnnq.jobs.infer import Decision
+
+    tensor = preprocess_image(
+        image, in_channels=loaded.in_channels, image_size=loaded.image_size, mean=loaded.mean, std=loaded.std
+    )
+    with torch.inference_mode():
+        logits = loaded.model(tensor[None].to(loaded.device))
+    probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    decision = Decision.for_model(loaded, None)
+    row = decision.rows([name], probabilities)[0]
+    assert row.label is not None and row.probabilities is not None and row.score is not None
+    explained = class_name if class_name is not None else row.label
+    if explained not in loaded.classes:
+        raise UserError(f"--class {class_name}: the model's classes are {', '.join(loaded.classes)}")
+    return Explanation(
+        label=row.label,
+        score=row.score,
+        probabilities=row.probabilities,
+        threshold=decision.threshold,
+        positive_class=decision.positive_class,
+        explained_class=explained,
+        heatmap=gradcam(loaded, tensor, loaded.classes.index(explained)),
+    )
