@@ -9,6 +9,18 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 
+def dicom_header(path: Path) -> FileDataset:
+    """An uncompressed secondary-capture DICOM dataset with its file meta, and no pixels yet."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return dataset
+
+
 def write_dicom(
     path: Path,
     pixels: np.ndarray,
@@ -24,13 +36,7 @@ def write_dicom(
     `slope`/`intercept` become RescaleSlope/RescaleIntercept (the modality LUT); `window` is
     (center, width) of a VOI window.
     """
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset = dicom_header(path)
     dataset.Modality = "CR"
     dataset.PatientID = "TEST"
     dataset.Rows, dataset.Columns = pixels.shape[:2]

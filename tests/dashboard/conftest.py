@@ -147,6 +147,18 @@ def copy_database(source: Path, target: Path) -> Path:
     return target
 
 
+def copy_env(filled_database: FilledDatabase, tmp_path: Path) -> dict[str, str]:
+    """CNNQ_* settings for this test's own copy of the filled database (no broker answers)."""
+    database = copy_database(filled_database.database, tmp_path / "cnnq.db")
+    return {
+        "CNNQ_HOME": str(tmp_path / "home"),
+        "CNNQ_DATABASE_URL": f"sqlite:///{database}",
+        "CNNQ_ARTIFACT_ROOT": str(filled_database.artifacts),
+        "CNNQ_DATA_ROOT": str(SHARED_DATASETS),
+        "CNNQ_BROKER_URL": "redis://127.0.0.1:1/0",
+    }
+
+
 @pytest.fixture
 def dashboard_env(
     filled_database: FilledDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -155,14 +167,7 @@ def dashboard_env(
     from cnnq.db.session import dispose_engines
     from cnnq.settings import reload_settings
 
-    database = copy_database(filled_database.database, tmp_path / "cnnq.db")
-    env = {
-        "CNNQ_HOME": str(tmp_path / "home"),
-        "CNNQ_DATABASE_URL": f"sqlite:///{database}",
-        "CNNQ_ARTIFACT_ROOT": str(filled_database.artifacts),
-        "CNNQ_DATA_ROOT": str(SHARED_DATASETS),
-        "CNNQ_BROKER_URL": "redis://127.0.0.1:1/0",
-    }
+    env = copy_env(filled_database, tmp_path)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     reload_settings()

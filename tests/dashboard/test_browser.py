@@ -19,7 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import cnnq_command, free_port
-from tests.dashboard.conftest import SHARED_DATASETS, FilledDatabase, copy_database
+from tests.dashboard.conftest import FilledDatabase, copy_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -61,15 +61,7 @@ def _wait_until_healthy(url: str, server: subprocess.Popen[bytes], log: Path, se
 @pytest.fixture
 def dashboard_url(filled_database: FilledDatabase, tmp_path: Path) -> Iterator[str]:
     """`cnnq dashboard --port P` in its own process, on a copy of the filled database."""
-    database = copy_database(filled_database.database, tmp_path / "cnnq.db")
-    env = {
-        **os.environ,
-        "CNNQ_HOME": str(tmp_path / "home"),
-        "CNNQ_DATABASE_URL": f"sqlite:///{database}",
-        "CNNQ_ARTIFACT_ROOT": str(filled_database.artifacts),
-        "CNNQ_DATA_ROOT": str(SHARED_DATASETS),
-        "CNNQ_BROKER_URL": "redis://127.0.0.1:1/0",
-    }
+    env = {**os.environ, **copy_env(filled_database, tmp_path)}
     port = free_port()
     log = tmp_path / "dashboard.log"
     with log.open("wb") as output:

@@ -5,11 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cnnq.data.decode import ImageDecodeError, load_image
-from tests.sample_dicom import write_dicom
+from tests.sample_dicom import dicom_header, write_dicom
 
 
 def _gray(size: int = 32) -> np.ndarray:
@@ -145,13 +143,7 @@ def _png_bytes(tmp_path: Path) -> bytes:
 
 
 def _dicom_without_pixels(path: Path) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset = dicom_header(path)
     dataset.PatientID = "TEST"
     dataset.save_as(path, enforce_file_format=True)
 
