@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import REPO, SHARED_DATASETS
 from tests.sample_data import make_chest_xray
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED_DATASETS = (REPO.parent / "shared" / "datasets").resolve()
 APP = REPO / "cnnq" / "dashboard" / "app.py"
 
 
