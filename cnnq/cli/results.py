@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
 import typer
 
+from cnnq.atomic_file import atomic_file
 from cnnq.cli.output import console, print_json
 from cnnq.errors import UserError
+from cnnq.jobs.prediction_table import write_csv
 
 _PARQUET_BATCH = 5000
 
@@ -28,32 +26,6 @@ class ExportFormat(StrEnum):
 class OnlyRows(StrEnum):
     POSITIVE = "positive"
     FLAGGED = "flagged"
-
-
-@contextmanager
-def _atomic_file(target: Path, mode: str) -> Iterator[IO[Any]]:
-    """A file that appears at `target` only once it is complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(
-            handle, mode, **({"newline": "", "encoding": "utf-8"} if "b" not in mode else {})
-        ) as file:
-            yield file
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_csv(records: Iterable[dict[str, Any]], columns: list[str], stream: IO[str]) -> int:
-    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    count = 0
-    for record in records:
-        writer.writerow(record)
-        count += 1
-    return count
 
 
 def _write_parquet(records: Iterable[dict[str, Any]], columns: list[str], stream: IO[bytes]) -> int:
@@ -105,13 +77,13 @@ def results(
         columns = prediction_columns(scope.classes)
         records = prediction_records(session, scope, only.value if only else None)
         write: Callable[[Iterable[dict[str, Any]], list[str], Any], int]
-        write = _write_parquet if format == ExportFormat.PARQUET else _write_csv
+        write = _write_parquet if format == ExportFormat.PARQUET else write_csv
         if out is None:
-            _write_csv(records, columns, sys.stdout)
+            write_csv(records, columns, sys.stdout)
             sys.stdout.flush()
             return
         target = out.expanduser()
-        with _atomic_file(target, "wb" if format == ExportFormat.PARQUET else "w") as file:
+        with atomic_file(target, "wb" if format == ExportFormat.PARQUET else "w") as file:
             count = write(records, columns, file)
     console.print(f"wrote {count} rows of {scope.job_id} to {target}", highlight=False)
 

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from cnnq.atomic_file import atomic_file
 from cnnq.db.jobs import children_of, get_job
 from cnnq.db.tables import Job, Prediction
 from cnnq.errors import UserError
-from cnnq.jobs.prediction_table import prediction_record
+from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
 from cnnq.workers.bulk import bulk_id_of
 
 Only = Literal["positive", "flagged"]
@@ -84,6 +86,13 @@ def prediction_records(
         query = query.where(Prediction.label == scope.positive_class, Prediction.error.is_(None))
     for row in session.scalars(query.execution_options(yield_per=chunk)):
         yield prediction_record(row.input, row.label, row.score, row.probabilities, row.error, scope.classes)
+
+
+def write_predictions_csv(session: Session, job: Job, target: Path) -> int:
+    """All of a job's prediction rows, by path, into a CSV file that appears only once complete."""
+    scope = prediction_scope(session, job)
+    with atomic_file(target) as file:
+        return write_csv(prediction_records(session, scope), prediction_columns(scope.classes), file)
 
 
 def bulk_summary(session: Session, job_id: str) -> dict[str, Any]:

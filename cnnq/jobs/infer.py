@@ -9,8 +9,6 @@ each batch's rows go to the reporter in one call (one bulk insert).
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -21,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnq.atomic_file import atomic_file
 from cnnq.jobs.checkpoint import LoadedModel, load_model_file
 from cnnq.jobs.device import configure_threads, pick_device
 from cnnq.jobs.engines import Engine, make_engine
 from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
 from cnnq.jobs.inputs import list_inputs
-from cnnq.jobs.prediction_table import prediction_columns, prediction_record
+from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
 from cnnq.jobs.reporter import PredictionRow, Reporter, check_cancel
 from cnnq.jobs.spec import InferSpec
 
@@ -118,22 +117,8 @@ class _CsvLog:
         with self.path.open(newline="", encoding="utf-8") as file:
             for record in csv.DictReader(file):
                 latest[record["path"]] = record
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        written = 0
-        try:
-            with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
-                writer = csv.DictWriter(file, fieldnames=self.columns)
-                writer.writeheader()
-                for path in inputs:
-                    if path in latest:
-                        writer.writerow(latest[path])
-                        written += 1
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return written
+        with atomic_file(target) as file:
+            return write_csv((latest[path] for path in inputs if path in latest), self.columns, file)
 
 
 class _CancellableScorer:

@@ -7,8 +7,9 @@ one `p_<class>` column per class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from typing import IO, Any
 
 BASE_COLUMNS = ("path", "label", "probability", "error")
 
@@ -33,3 +34,14 @@ def prediction_record(
         "error": error,
         **{f"p_{name}": probabilities.get(name) for name in classes},
     }
+
+
+def write_csv(records: Iterable[Mapping[str, Any]], columns: Sequence[str], stream: IO[str]) -> int:
+    """Records as CSV with a header row; returns how many were written."""
+    writer = csv.DictWriter(stream, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for record in records:
+        writer.writerow(record)
+        count += 1
+    return count

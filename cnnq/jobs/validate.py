@@ -17,6 +17,9 @@ def validate_spec(spec: TrainSpec | EvalSpec | InferSpec) -> None:
         _validate_eval(spec)
     else:
         _model_info(spec.checkpoint)
+        if spec.output is not None and spec.output.is_dir():
+            example = spec.output / "predictions.csv"
+            raise UserError(f"--output: {spec.output} is a folder; name a file in it, like {example}")
 
 
 def _validate_train(spec: TrainSpec) -> None:

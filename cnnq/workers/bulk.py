@@ -1,12 +1,15 @@
 """Bulk inference: one parent job, one child job per shard of inputs, predictions kept per parent.
 
 A parent never runs itself: it is RUNNING once any shard runs and ends when all shards have ended.
+Its `--output` CSV, if asked for, is written from the prediction rows by the worker that ends it, so
+the path must be one that workers can write (a shared volume when they run on several hosts).
 `--resume JOB` scores into JOB's predictions (its bulk id), so only the inputs JOB lacks are scored.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -75,6 +78,21 @@ def settle_parent(session: Session, parent_id: str) -> None:
         if counts[JobStatus.SUCCEEDED] == len(children):
             positive = next((c.result.get("positive_class") for c in children if c.result), None)
             result = {"shards": len(children), **prediction_counts(session, bulk_id_of(parent), positive)}
+            output = parent.spec.get("output")
+            if output is not None:
+                problem = _write_output(session, parent, Path(output))
+                if problem is not None:
+                    transition(
+                        session,
+                        parent_id,
+                        JobStatus.FAILED,
+                        result=result,
+                        message=summary,
+                        error_type="OutputNotWritten",
+                        error_message=problem,
+                    )
+                    return
+                result["output"] = output
             transition(session, parent_id, JobStatus.SUCCEEDED, result=result, message=summary)
         elif counts[JobStatus.FAILED]:
             transition(
@@ -93,6 +111,23 @@ def settle_parent(session: Session, parent_id: str) -> None:
             transition(session, parent_id, JobStatus.CANCELLED, progress=progress, message=summary)
     except IllegalTransition:
         pass  # another shard's worker settled it first
+
+
+def _write_output(session: Session, parent: Job, target: Path) -> str | None:
+    """Export the bulk job's rows to its `--output` CSV before it ends; None, or why it could not.
+
+    Two shards that end together may both write it: each writes a whole file and renames it into place.
+    """
+    from cnnq.db.results import write_predictions_csv
+
+    try:
+        write_predictions_csv(session, parent, target)
+    except OSError as error:
+        return (
+            f"could not write --output {target}: {error.strerror or error}; every prediction is kept: "
+            f"`cnnq results {parent.id} --out FILE` exports them"
+        )
+    return None
 
 
 def _shard_summary(counts: Counter[JobStatus], total: int) -> str:

@@ -52,11 +52,6 @@ def submit_job(spec: AnySpec, placement: Placement, *, message: str | None = Non
         if isinstance(spec, InferSpec):
             spec = resolve_resume(session, spec)
             shards = plan_shards(session, spec)
-            if shards is not None and spec.output is not None:
-                raise UserError(
-                    f"--output: a bulk job of {len(shards)} shards writes no single file; when it has "
-                    "ended, export it with `cnnq results JOB --out FILE`"
-                )
         job = create_job(
             session,
             kind=spec.kind,

@@ -95,15 +95,62 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
     assert sorted(r["path"] for r in exported) == sorted(inputs)
 
 
-def test_output_on_a_bulk_job_is_refused_and_nothing_is_recorded(  # type: ignore[no-untyped-def]
+def test_a_bulk_job_writes_its_output_csv_when_its_last_shard_ends(  # type: ignore[no-untyped-def]
+    queue_env, cli, model_and_archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_file, chest = model_and_archive
+    inputs = list_inputs(str(chest))
+    output = tmp_path / "exports" / "scores.csv"
+    bulk = _submit(
+        cli, "--model-from", model_file, "--input", chest, "--shard-size", "6", "--output", output
+    )
+    with session_scope() as s:
+        shards = [shard.id for shard in children_of(s, bulk)]
+    for shard in shards[:-1]:
+        assert execute_job(shard) == JobStatus.SUCCEEDED
+    assert not output.exists()  # written once, when the bulk job ends
+    assert execute_job(shards[-1]) == JobStatus.SUCCEEDED
+
+    with session_scope() as s:
+        parent = get_job(s, bulk)
+        assert parent.status == JobStatus.SUCCEEDED
+        assert parent.result["output"] == str(output)
+    written = list(csv.DictReader(output.open(newline="")))
+    assert [r["path"] for r in written] == sorted(inputs)
+    assert sum(bool(r["error"]) for r in written) == 3
+    assert output.read_text() == cli("results", bulk).stdout
+
+
+def test_a_bulk_job_whose_output_cannot_be_written_fails_and_keeps_its_rows(  # type: ignore[no-untyped-def]
+    queue_env, cli, model_and_archive: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_file, chest = model_and_archive
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output's folder should be\n")
+    bulk = _submit(
+        cli, "--model-from", model_file, "--input", chest, "--shard-size", "10", "--output",
+        blocker / "scores.csv",
+    )  # fmt: skip
+    with session_scope() as s:
+        shards = [shard.id for shard in children_of(s, bulk)]
+    for shard in shards:
+        assert execute_job(shard) == JobStatus.SUCCEEDED
+    with session_scope() as s:
+        parent = get_job(s, bulk)
+        assert (parent.status, parent.error_type) == (JobStatus.FAILED, "OutputNotWritten")
+        assert f"cnnq results {bulk} --out FILE" in parent.error_message
+    assert sorted(_rows(bulk)) == sorted(list_inputs(str(chest)))
+
+
+def test_output_that_is_a_folder_is_refused_and_nothing_is_recorded(  # type: ignore[no-untyped-def]
     queue_env, cli, model_and_archive: tuple[Path, Path], tmp_path: Path
 ) -> None:
     model_file, chest = model_and_archive
     result = cli(
         "submit", "infer", "--model-from", model_file, "--input", chest, "--shard-size", "6",
-        "--output", tmp_path / "out.csv",
+        "--output", tmp_path,
     )  # fmt: skip
     assert result.code == 2
-    assert "cnnq results JOB --out FILE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "is a folder" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 0
