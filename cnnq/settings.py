@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(
         default=10.0, description="A job that ignores a cancel request this long is stopped by its worker."
     )
+    standby_process: bool = Field(
+        default=True,
+        description="Keep the next job's process started (torch imported) while a worker waits; "
+        "costs one idle process's memory per worker.",
+    )
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

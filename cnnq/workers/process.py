@@ -59,10 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         WorkerState.name = args.name
         WorkerState.heartbeat = Heartbeat(args.name, registered=True, reap=True)
         WorkerState.heartbeat.start()
+        WorkerState.prepare_standby()
         log.info("worker %s ready on queues %s", args.name, ",".join(queues))
 
     @worker_shutdown.connect(weak=False)
     def _shutdown(**_: object) -> None:
+        WorkerState.drop_standby()
         if WorkerState.heartbeat is not None:
             WorkerState.heartbeat.stop()
         with session_scope() as session:

@@ -15,7 +15,7 @@ from cnnq.db.status import IllegalTransition, JobStatus
 from cnnq.db.tables import Job
 from cnnq.settings import get_settings
 from cnnq.workers.heartbeat import Heartbeat
-from cnnq.workers.job_process import start_job_process
+from cnnq.workers.job_process import JobProcess, start_job_process
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,25 @@ class WorkerState:
 
     name: str = "unregistered"
     heartbeat: Heartbeat | None = None
+    standby: JobProcess | None = None
+    """The process the next job will run in, already importing torch (see `cnnq.workers.job_process`)."""
+
+    @classmethod
+    def prepare_standby(cls) -> None:
+        if get_settings().standby_process and cls.standby is None:
+            cls.standby = JobProcess(cls.name)
+
+    @classmethod
+    def drop_standby(cls) -> None:
+        if cls.standby is not None:
+            cls.standby.discard()
+            cls.standby = None
 
 
 def run_job_task(job_id: str) -> None:
     worker = WorkerState.name
-    process = start_job_process(job_id, worker)
+    standby, WorkerState.standby = WorkerState.standby, None
+    process = start_job_process(job_id, worker, standby)
     if WorkerState.heartbeat is not None:
         WorkerState.heartbeat.job_id = job_id
     try:
@@ -37,6 +51,7 @@ def run_job_task(job_id: str) -> None:
     finally:
         if WorkerState.heartbeat is not None:
             WorkerState.heartbeat.job_id = None
+        WorkerState.prepare_standby()
     if process.exitcode:
         _record_crash(job_id, worker, process.exitcode)
 

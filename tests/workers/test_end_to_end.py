@@ -52,6 +52,13 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_jobs_succeed_fail_and_cancel(queue_env, start_workers, mnist_root: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     start_workers("--cpu")
     good = submit_job(mnist_spec(mnist_root), Placement())
@@ -129,3 +136,30 @@ def test_a_sigkilled_worker_leaves_a_job_another_worker_finishes_from_its_checkp
         ).all()
         assert duplicates == []
     assert any(line.startswith("resuming from") for line in lines), lines
+
+
+def test_a_worker_runs_each_job_in_its_standby_process_and_replaces_a_dead_one(  # type: ignore[no-untyped-def]
+    queue_env, start_workers, mnist_root: Path
+) -> None:
+    worker = start_workers("--cpu")
+    [celery_pid] = worker.celery_pids()
+
+    def standby() -> list[int]:
+        """Live job processes (multiprocessing's resource tracker is a child of the worker too)."""
+        return [pid for pid in children_of_pid(celery_pid) if alive(pid) and b"spawn_main" in cmdline(pid)]
+
+    wait_until(lambda: len(standby()) == 1, 60, "the standby job process")
+    [first] = standby()
+    os.kill(first, signal.SIGKILL)  # a standby that died idle: the next job gets a fresh process
+    wait_until(lambda: first not in standby(), 10, "the killed standby to be gone")
+    job = submit_job(mnist_spec(mnist_root, epochs=1), Placement())
+    wait_until(lambda: finished(job), 180, "the job after the standby died")
+    assert job_of(job).status == JobStatus.SUCCEEDED
+
+    wait_until(lambda: len(standby()) == 1, 60, "a new standby after the job")
+    [second] = standby()
+    job = submit_job(mnist_spec(mnist_root, epochs=1), Placement())
+    wait_until(lambda: finished(job), 180, "the job in the standby")
+    assert job_of(job).status == JobStatus.SUCCEEDED
+    wait_until(lambda: second not in standby(), 10, "the standby that ran the job to exit")
+    wait_until(lambda: len(standby()) == 1, 60, "the next standby")
