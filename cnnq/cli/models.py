@@ -11,6 +11,7 @@ from rich.table import Table
 from cnnq.cli.output import console, print_json
 from cnnq.errors import UserError
 from cnnq.models.describe import ModelSummary, describe_model
+from cnnq.models.recipes import recipe_for
 from cnnq.models.registry import ALIASES, ModelInfo, model_info, model_names
 from cnnq.models.weights import cached_weights_path
 
@@ -47,6 +48,7 @@ def _info_object(info: ModelInfo) -> dict[str, object]:
         "default_input": list(info.default_input),
         "default_classes": info.default_classes,
         "min_size": info.min_size,
+        "recipe": recipe_for(info.name),
     }
 
 
@@ -56,16 +58,18 @@ def list_models(as_json: bool) -> None:
         print_json(objects)
         return
     table = Table(title="cnnq models")
-    for column in ("name", "family", "description", "pretrained", "default input"):
+    for column in ("name", "family", "description", "pretrained", "default input", "recipe"):
         table.add_column(column, overflow="fold")
     for obj in objects:
         aliases = ", ".join(obj["aliases"])  # type: ignore[arg-type]
         name = f"{obj['name']} ({aliases})" if aliases else str(obj["name"])
         pretrained = ("y (cached)" if obj["weights_cached"] else "y") if obj["pretrained"] else "n"
         default_input = "x".join(str(n) for n in obj["default_input"])  # type: ignore[union-attr]
-        table.add_row(name, str(obj["family"]), str(obj["description"]), pretrained, default_input)
+        recipe = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in obj["recipe"].items()) or "base"  # type: ignore[attr-defined]
+        table.add_row(name, str(obj["family"]), str(obj["description"]), pretrained, default_input, recipe)
     console.print(table)
     console.print(
+        "recipe: the train options a model gets when they are not given (base: sgd, no augmentation).\n"
         "--pretrained loads torchvision's ImageNet weights from its cache (see `cnnq models --json` for each "
         "file's path) or from --weights FILE; nothing is downloaded.",
         highlight=False,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from cnnq.errors import UserError, validation_message
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec
+from cnnq.models.recipes import RECIPE_FIELDS
 from cnnq.settings import get_settings
 
 AnySpec = TrainSpec | EvalSpec | InferSpec
@@ -102,6 +103,10 @@ def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
         help_text = " ".join(p for p in (field.description or "", f"({note})" if note else "") if p)
         default = ... if field.is_required() and name not in _DEFAULTED else field.default
         if name in _DEFAULTED:
+            default, annotation = None, annotation | None
+        if model is TrainSpec and name in RECIPE_FIELDS:
+            base = "none" if field.default is None else field.default
+            help_text += f" (default: the model's recipe, `cnnq models` shows it; else {base})"
             default, annotation = None, annotation | None
         flag = f"--{name.replace('_', '-')}"
         decls = [flag] if annotation is not bool else [f"{flag}/--no-{name.replace('_', '-')}"]

@@ -91,8 +91,8 @@ def _thetas(params: Tensor) -> Tensor:
 
 
 def parse_augment(text: str | None) -> Augmentation:
-    """`rotation=20,shift=0.1,flip,zoom=0.1` -> Augmentation; UserError names a bad token."""
-    if text is None or not text.strip():
+    """`rotation=20,shift=0.1,flip,zoom=0.1` (or `none`) -> Augmentation; UserError names a bad token."""
+    if text is None or text.strip().lower() in ("", "none"):
         return Augmentation()
     values: dict[str, float] = {}
     flip = False

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -66,7 +66,12 @@ class TrainSpec(_Spec, _DataOptions):
     momentum: float = Field(
         0.95, ge=0.0, lt=1.0, description="SGD momentum (onecycle cycles it from 0.85 up to this)."
     )
-    weight_decay: float = Field(5e-4, ge=0.0, le=1.0, description="L2 penalty (decoupled for adamw).")
+    weight_decay: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="L2 penalty, decoupled for adamw (default: sgd 5e-4, adam 0, adamw 0.01).",
+    )
     schedule: Schedule = "onecycle"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
@@ -76,7 +81,8 @@ class TrainSpec(_Spec, _DataOptions):
         None, ge=1, description="Stop after this many epochs without a better val_accuracy."
     )
     augment: str | None = Field(
-        None, description="Training augmentation, e.g. rotation=20,shift=0.1,flip,zoom=0.1."
+        None,
+        description="Training augmentation, e.g. rotation=20,shift=0.1,flip,zoom=0.1, or `none`.",
     )
     class_weights: bool = Field(
         True, description="Weight the loss by inverse class frequency (imbalanced sets)."
@@ -85,6 +91,16 @@ class TrainSpec(_Spec, _DataOptions):
         None, description="Two classes: a decision threshold, or `youden`, picked on the validation set."
     )
     target_sensitivity: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_recipe(cls, data: Any) -> Any:
+        """Options left out take the model's recipe (`cnnq.models.recipes`), then the defaults here."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            from cnnq.models.recipes import recipe_for
+
+            data = recipe_for(data["model"]) | data
+        return data
 
     @model_validator(mode="after")
     def _check_weights(self) -> TrainSpec:

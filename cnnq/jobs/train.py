@@ -39,6 +39,8 @@ MODEL_ARTIFACT = "model"
 
 # Peak learning rate per optimizer (OneCycle's max_lr; the starting lr for the other schedules).
 DEFAULT_LR = {"adam": 3e-3, "adamw": 3e-3, "sgd": 0.1}
+# Weight decay per optimizer: L2 for SGD, none for Adam (as in torch), decoupled for AdamW (torch's).
+DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 1e-2, "sgd": 5e-4}
 # Class weights only when the rarest class is this much rarer than the commonest.
 IMBALANCE_RATIO = 1.5
 
@@ -47,7 +49,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     from cnnq.data.registry import load_dataset
     from cnnq.models.registry import build_model
 
-    configure_threads()
+    threads = configure_threads()
     device = pick_device(spec.device)
     workdir.mkdir(parents=True, exist_ok=True)
     bundle = load_dataset(data_request(spec), device)
@@ -71,6 +73,8 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     plan = plan_precision(spec.precision, device)
     if plan.note:
         reporter.log(plan.note)
+    layout = ", channels_last" if spec.channels_last else ""
+    reporter.log(f"training {spec.model} on {device} in {plan.name}{layout}, {threads} torch threads")
     scaler = torch.amp.GradScaler(device.type, enabled=plan.scaled)
     weights = class_weights(bundle.class_counts) if spec.class_weights else None
     if weights is not None:
@@ -235,11 +239,12 @@ def default_lr(optimizer: str) -> float:
 def make_optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     lr = spec.lr or default_lr(spec.optimizer)
+    decay = DEFAULT_WEIGHT_DECAY[spec.optimizer] if spec.weight_decay is None else spec.weight_decay
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=decay)
     if spec.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=spec.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=decay)
 
 
 def make_scheduler(
