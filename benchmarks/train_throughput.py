@@ -2,7 +2,9 @@
 
 Both run in this process with the same torch threads, the same model (same seed), batch size,
 optimizer, schedule, precision and the very same batches (the dataset's tensors on the same device);
-each side gets a warm-up first and the best of `--repeats` runs counts. The plain loop is the loop
+each side gets a warm-up first. Then `--repeats` pairs run back to back, the side that goes first
+alternating; the ratio shown is the median of the pairs' ratios, so drift in the machine's speed
+(a shared VM's neighbours, clocks) hits both sides of a pair alike. The plain loop is the loop
 of the PyTorch MNIST example, stripped to forward, loss, backward, step, scheduler. cnnq's figure is
 its own `images_per_second` metric (the same span: first batch to last step of the epoch), and
 its wall time for the whole job (load, validation, checkpoints, test) is shown too.
@@ -17,6 +19,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import torch
 from rich.console import Console
@@ -82,20 +85,23 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--batch-size", type=int, default=TrainSpec.model_fields["batch_size"].default)
     parser.add_argument("--limit", type=int, default=None, help="Training images (default: all 60000).")
-    parser.add_argument("--repeats", type=int, default=3, help="Runs of each side; the best counts.")
+    parser.add_argument("--repeats", type=int, default=5, help="Pairs of runs; medians count.")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     threads = configure_threads()
     device = pick_device(args.device)
-    table = Table(title=f"MNIST training throughput, 1 epoch, {device}, {threads} torch threads")
+    table = Table(
+        title=f"MNIST training throughput, 1 epoch, {device}, {threads} torch threads, medians of "
+        f"{args.repeats} pairs"
+    )
     for column in (
         "model",
         "batch",
         "images",
         "plain img/s",
         "cnnq img/s",
-        "cnnq / plain",
+        "cnnq / plain (range)",
         "cnnq job wall s",
     ):
         table.add_column(column, justify="right")
@@ -114,24 +120,25 @@ def main() -> None:
         plain_epoch(spec, bundle, device, max_batches=WARMUP_BATCHES)
         with tempfile.TemporaryDirectory() as scratch:
             cnnq_epoch(spec.model_copy(update={"limit": WARMUP_BATCHES * args.batch_size}), Path(scratch))
-        plain, ours, wall = 0.0, 0.0, 0.0
+        plains, ours, walls = [], [], []
         for repeat in range(args.repeats):
-            if repeat % 2 == 0:  # alternate which side goes first, so drift in load hits both
-                plain = max(plain, plain_epoch(spec, bundle, device))
+            if repeat % 2 == 0:
+                plains.append(plain_epoch(spec, bundle, device))
             with tempfile.TemporaryDirectory() as scratch:
                 rate, seconds = cnnq_epoch(spec, Path(scratch))
+            ours.append(rate)
+            walls.append(seconds)
             if repeat % 2 == 1:
-                plain = max(plain, plain_epoch(spec, bundle, device))
-            if rate > ours:
-                ours, wall = rate, seconds
+                plains.append(plain_epoch(spec, bundle, device))
+        ratios = [mine / theirs for mine, theirs in zip(ours, plains, strict=True)]
         table.add_row(
             name,
             str(args.batch_size),
             str(bundle.train.num_samples),
-            f"{plain:,.0f}",
-            f"{ours:,.0f}",
-            f"{ours / plain:.3f}",
-            f"{wall:.1f}",
+            f"{median(plains):,.0f}",
+            f"{median(ours):,.0f}",
+            f"{median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})",
+            f"{median(walls):.1f}",
         )
     Console().print(table)
 
