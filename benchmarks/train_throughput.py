@@ -140,7 +140,7 @@ def main() -> None:
             f"{median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})",
             f"{median(walls):.1f}",
         )
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":
