@@ -1,7 +1,8 @@
 """Test accuracy of the default recipe on the real MNIST: `lenet` and `mnist-cnn`, 5 epochs each.
 
-Exactly what `cnnq run train --model NAME --dataset mnist --epochs 5` does (train_job with the
-spec's defaults, no tuning per model), with a table of test accuracy against the targets.
+Exactly what `cnnq run train --model NAME --dataset mnist --epochs 5` does (train_job with each
+model's default recipe, `cnnq models`; nothing tuned per run), with a table of test accuracy
+against the targets.
 
     nice -n 10 .venv/bin/python benchmarks/mnist_accuracy.py
 """
@@ -52,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     threads = configure_threads()
-    console = Console()
+    console = Console(width=120)
     table = Table(title=f"MNIST test accuracy, default recipe, {args.epochs} epochs, {threads} torch threads")
     for column in ("model", "test accuracy", "target", "met", "best val", "best epoch", "img/s", "minutes"):
         table.add_column(column, justify="right")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnq.errors import UserError
-from cnnq.jobs.device import configure_threads, cpu_has_amx, pick_device, plan_precision
+from cnnq.jobs.device import configure_threads, cpu_has_native_bf16, pick_device, plan_precision
 from cnnq.settings import usable_cores
 
 
@@ -29,13 +29,13 @@ def test_threads_follow_the_usable_cores(use_settings) -> None:  # type: ignore[
     assert configure_threads() == 1 == torch.get_num_threads()
 
 
-def test_fp32_is_plain_and_cpu_half_precision_falls_back_without_amx() -> None:
+def test_fp32_is_plain_and_cpu_half_precision_falls_back_without_native_bf16() -> None:
     cpu = torch.device("cpu")
     assert plan_precision("fp32", cpu).dtype is None
     bf16 = plan_precision("bf16", cpu)
     fp16 = plan_precision("fp16", cpu)
     assert not fp16.scaled and fp16.dtype is None and fp16.note
-    if cpu_has_amx():
+    if cpu_has_native_bf16():
         assert bf16.dtype is torch.bfloat16
     else:
         assert bf16.dtype is None and "running fp32" in (bf16.note or "")

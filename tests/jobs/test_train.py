@@ -247,3 +247,19 @@ def test_lenet_reaches_97_percent_on_real_mnist_in_one_epoch(mnist_root: Path, t
     reporter = RecordingReporter()
     summary = train_job(spec, tmp_path, reporter)
     assert summary["test_accuracy"] >= 0.97
+
+
+def test_bf16_runs_where_the_cpu_computes_it_and_falls_back_with_a_log_line_elsewhere(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    from cnnq.jobs.device import cpu_has_native_bf16
+
+    reporter = RecordingReporter()
+    train_job(mnist_spec(tiny_mnist, epochs=1, precision="bf16"), tmp_path, reporter)
+    [where] = [line for line in reporter.lines if line.startswith("training lenet on cpu")]
+    if cpu_has_native_bf16():
+        assert " in bf16" in where
+    else:
+        assert " in fp32" in where and any("running fp32" in line for line in reporter.lines)
+    loss = reporter.history()[0]["train_loss"]
+    assert 0.0 < loss < 10.0
