@@ -11,6 +11,7 @@ its wall time for the whole job (load, validation, checkpoints, test) is shown t
 
     .venv/bin/python benchmarks/train_throughput.py            # full epoch, lenet and mnist-cnn
     .venv/bin/python benchmarks/train_throughput.py --limit 5000 --repeats 1   # a quick look
+    .venv/bin/python benchmarks/train_throughput.py --precision bf16   # both sides in bf16 autocast
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rich.table import Table
 from torch import nn
 
 from cnnq.data.registry import DatasetBundle, load_dataset
-from cnnq.jobs.device import configure_threads, pick_device
+from cnnq.jobs.device import autocast, configure_threads, pick_device, plan_precision
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import data_request, make_optimizer, make_scheduler, seed_everything, train_job
@@ -52,6 +53,9 @@ def plain_epoch(
     optimizer = make_optimizer(spec, model)
     scheduler = make_scheduler(spec, optimizer, steps_per_epoch=len(bundle.train))
     criterion = nn.CrossEntropyLoss()
+    plan = plan_precision(spec.precision, device)
+    if plan.scaled:
+        raise SystemExit("train_throughput: fp16 with a GradScaler is for CUDA; use --precision bf16")
     model.train()
     seen = 0
     started = time.perf_counter()
@@ -59,7 +63,8 @@ def plain_epoch(
         if max_batches is not None and index >= max_batches:
             break
         optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(images), labels)
+        with autocast(device, plan):
+            loss = criterion(model(images), labels)
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -87,13 +92,14 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="Training images (default: all 60000).")
     parser.add_argument("--repeats", type=int, default=5, help="Pairs of runs; medians count.")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast on both sides).")
     args = parser.parse_args()
 
     threads = configure_threads()
     device = pick_device(args.device)
     table = Table(
-        title=f"MNIST training throughput, 1 epoch, {device}, {threads} torch threads, medians of "
-        f"{args.repeats} pairs"
+        title=f"MNIST training throughput, 1 epoch, {device}, {args.precision}, {threads} torch threads, "
+        f"medians of {args.repeats} pairs"
     )
     for column in (
         "model",
@@ -114,6 +120,7 @@ def main() -> None:
             batch_size=args.batch_size,
             limit=args.limit,
             device=args.device,
+            precision=args.precision,
             num_workers=0,
         )
         bundle = load_dataset(data_request(spec), device)

@@ -23,7 +23,8 @@ def test_submit_wait_shows_progress_and_cancel_stops_a_running_job(  # type: ign
     cli, queue_env, start_workers, mnist_root: Path
 ) -> None:
     start_workers("--cpu")
-    result = cli("submit", *TRAIN, "--data-root", mnist_root, "--limit", "512", "--epochs", "2", "--wait")
+    # Long enough (seconds, even on a fast machine) for the progress display to show it RUNNING.
+    result = cli("submit", *TRAIN, "--data-root", mnist_root, "--limit", "8192", "--epochs", "5", "--wait")
     assert result.code == 0, result.stderr + result.stdout
     progress_lines = [line for line in result.stdout.splitlines() if line.startswith("train-")]
     assert any(" RUNNING " in line for line in progress_lines), result.stdout

@@ -169,16 +169,17 @@ def _alive(pid: int) -> bool:
 def test_a_worker_killed_mid_shard_leaves_no_duplicate_and_no_gap(  # type: ignore[no-untyped-def]
     queue_env, start_workers, cli, tmp_path: Path
 ) -> None:
-    # An untrained ResNet-18 at 128 px is slow enough on one thread to be caught in the middle of a shard.
+    # An untrained ResNet-18 at 224 px in eager mode is slow enough (seconds per shard, even on a fast
+    # machine) to be caught in the middle of a shard.
     model_file = tmp_path / "models" / "resnet.pt"
-    model = build_model("resnet18", in_channels=1, image_size=128, num_classes=2)
-    info = ModelInfo("resnet18", 1, 128, ["NORMAL", "PNEUMONIA"], (0.5,), (0.25,), positive_class="PNEUMONIA")
+    model = build_model("resnet18", in_channels=1, image_size=224, num_classes=2)
+    info = ModelInfo("resnet18", 1, 224, ["NORMAL", "PNEUMONIA"], (0.5,), (0.25,), positive_class="PNEUMONIA")
     save_model_file(model_file, model, info)
     chest = make_chest_xray(tmp_path / "data", per_class={"test": (150, 150)}, size=64, corrupt=2)
     inputs = list_inputs(str(chest))
 
     first = start_workers("--cpu")
-    options = "--shard-size 160 --batch-size 8 --device cpu"
+    options = "--shard-size 160 --batch-size 8 --device cpu --engine eager"
     bulk_id = submitted(cli, "infer", "--model-from", model_file, "--input", chest, *options.split())
 
     def running_shard() -> Job | None:
