@@ -74,9 +74,9 @@ def plan_precision(requested: str, device: torch.device) -> PrecisionPlan:
     """The precision a job can use here; falls back to fp32 (with a note to log) where it would not pay.
 
     On CUDA: fp16 autocast with a GradScaler, bf16 autocast where the GPU supports it. On a CPU, bf16
-    autocast only where the CPU computes bf16 natively (AMX or AVX-512 BF16: 1.8x fp32 for mnist-cnn
-    on a 2-core Zen 5, README Measured); elsewhere bf16 is emulated and slower than fp32, and fp16
-    on a CPU is slower still, so both run as fp32.
+    autocast only where the CPU computes bf16 natively (AMX or AVX-512 BF16: faster than fp32 for
+    mnist-cnn on a 2-core Zen 5, slower for the tiny LeNet; README Measured); elsewhere bf16 is
+    emulated and slower than fp32, and fp16 on a CPU is slower still, so both run as fp32.
     """
     if requested == "fp32":
         return PrecisionPlan(requested, None, False)
