@@ -48,17 +48,18 @@ from cnnq.jobs.spec import TrainSpec  # noqa: E402
 from cnnq.jobs.train import data_request, train_job  # noqa: E402
 
 RECIPES: dict[str, dict[str, Any]] = {
+    # Options on top of the model's own recipe (`cnnq models`); "default" is that recipe alone.
     "default": {},
-    "aug-r10-s0.1": {"augment": "rotation=10,shift=0.1"},
-    "aug-r10-s0.1-z0.1": {"augment": "rotation=10,shift=0.1,zoom=0.1"},
-    "aug-r15-s0.1": {"augment": "rotation=15,shift=0.1"},
-    "aug-ls0.1": {"augment": "rotation=10,shift=0.1", "label_smoothing": 0.1},
-    "adam-wd0": {"optimizer": "adam", "weight_decay": 0.0},
-    "adam-wd0-aug": {"optimizer": "adam", "weight_decay": 0.0, "augment": "rotation=10,shift=0.1"},
+    "sgd": {"optimizer": "sgd", "augment": "none"},
+    "sgd-aug-r10-s0.1": {"optimizer": "sgd", "augment": "rotation=10,shift=0.1"},
+    "sgd-aug-r10-s0.1-z0.1": {"optimizer": "sgd", "augment": "rotation=10,shift=0.1,zoom=0.1"},
+    "sgd-aug-ls0.1": {"optimizer": "sgd", "augment": "rotation=10,shift=0.1", "label_smoothing": 0.1},
+    "adam": {"optimizer": "adam", "augment": "none"},
+    "adam-aug-r10-s0.1": {"optimizer": "adam", "augment": "rotation=10,shift=0.1"},
+    "adam-aug-r15-s0.1": {"optimizer": "adam", "augment": "rotation=15,shift=0.1"},
     "adamw-aug": {"optimizer": "adamw", "weight_decay": 0.05, "augment": "rotation=10,shift=0.1"},
-    "aug-bs128-lr0.2": {"augment": "rotation=10,shift=0.1", "batch_size": 128, "lr": 0.2},
-    "aug-lr0.05": {"augment": "rotation=10,shift=0.1", "lr": 0.05},
-    "aug-val0.05": {"augment": "rotation=10,shift=0.1", "val_split": 0.05},
+    "adam-aug-bs128": {"optimizer": "adam", "augment": "rotation=10,shift=0.1", "batch_size": 128},
+    "adam-aug-val0.05": {"optimizer": "adam", "augment": "rotation=10,shift=0.1", "val_split": 0.05},
 }
 
 
@@ -112,17 +113,16 @@ def _cnnq_epoch(spec: TrainSpec) -> tuple[float, float, list[str]]:
     )
 
 
+def mnist_spec(check: Check, model: str, **options: Any) -> TrainSpec:
+    """A train spec on MNIST; options left out come from the model's recipe, as on the CLI."""
+    given = {"model": model, "dataset": "mnist", "data_root": check.data_root, "device": check.device}
+    return TrainSpec.model_validate(given | {"limit": check.limit} | options)
+
+
 def stage_train(check: Check) -> None:
     device = torch.device(check.device)
     for model in ("lenet", "mnist-cnn"):
-        spec = TrainSpec(
-            model=model,
-            dataset="mnist",
-            data_root=check.data_root,
-            epochs=1,
-            device=check.device,
-            limit=check.limit,
-        )
+        spec = mnist_spec(check, model, epochs=1)
         bundle = load_dataset(data_request(spec), device)
         plain_epoch(spec, bundle, device, max_batches=50)
         _cnnq_epoch(spec.model_copy(update={"limit": 50 * spec.batch_size}))
@@ -153,16 +153,7 @@ def stage_recipes(check: Check) -> None:
     for name, seed, model in runs:
         if time.monotonic() > check.deadline:
             return
-        spec = TrainSpec(
-            model=model,
-            dataset="mnist",
-            data_root=check.data_root,
-            epochs=5,
-            device=check.device,
-            seed=seed,
-            limit=check.limit,
-        ).model_copy(update=RECIPES[name])
-        spec = TrainSpec.model_validate(spec.model_dump())
+        spec = mnist_spec(check, model, epochs=5, seed=seed, **RECIPES[name])
         reporter = RecordingReporter()
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as scratch:
