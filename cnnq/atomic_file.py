@@ -11,15 +11,23 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_file(target: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """An open file that replaces `target` only when the block ends without an error."""
+def atomic_path(target: Path) -> Iterator[str]:
+    """A temporary file name beside `target` that replaces it when the block ends without an error,
+    for writers that take a path. Racing writers each write their own; the last rename wins."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(handle)
     try:
-        text = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
-        with os.fdopen(handle, mode, **text) as file:
-            yield file
+        yield temporary
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_file(target: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """An open file that replaces `target` only when the block ends without an error."""
+    text = {"newline": "", "encoding": "utf-8"} if "b" not in mode else {}
+    with atomic_path(target) as temporary, open(temporary, mode, **text) as file:
+        yield file

@@ -84,6 +84,18 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _engine_line(result: dict[str, Any]) -> str:
+    """`onnx-int8: 1820 in int8, 180 in fp32 (52 near the boundary)`, or just the engine's name."""
+    report = result.get("engine_report") or {}
+    if "int8_scored" not in report:
+        return str(result["engine"])
+    line = (
+        f"{result['engine']}: {report['int8_scored']} in int8, {report['fp32_scored']} in fp32 "
+        f"({report['near_boundary_rescored']} near the boundary)"
+    )
+    return line + (", went back to fp32" if report["fell_back_to_fp32"] else "")
+
+
 def print_job(session: Any, job: Job) -> None:
     """`cnnq show` for people: spec, status, timings, last metrics, artifacts, error."""
     obj = full_object(session, job)
@@ -111,6 +123,8 @@ def print_job(session: Any, job: Job) -> None:
         table.add_row(name, f"{value:.4g}")
     for artifact in obj["artifacts"]:
         table.add_row(f"artifact {artifact['kind']}", f"{artifact['uri']} ({artifact['bytes']} bytes)")
+    if job.result and job.result.get("engine"):
+        table.add_row("engine", _engine_line(job.result))
     if "shards" in obj:
         table.add_row("shards", ", ".join(f"{n} {s.lower()}" for s, n in obj["shards"].items()))
         table.add_row("predictions", ", ".join(f"{n} {k}" for k, n in obj["predictions"].items()))

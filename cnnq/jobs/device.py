@@ -62,6 +62,11 @@ def cpu_has_native_bf16() -> bool:
     return _cpu_flag("amx_bf16") or _cpu_flag("avx512_bf16")
 
 
+def cpu_has_int8_dot() -> bool:
+    """VNNI (AVX-512 or AVX) or AMX int8: the instructions that make ONNX Runtime's int8 pay."""
+    return any(_cpu_flag(flag) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def _cpu_flag(flag: str) -> bool:
     try:
         with open("/proc/cpuinfo") as cpuinfo:

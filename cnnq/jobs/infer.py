@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,14 @@ class Decision:
             positive_index = classes.index(positive) if positive in classes else 1
         chosen = threshold if threshold is not None else loaded.threshold
         return cls(classes, positive_index, chosen if positive_index is not None else None)
+
+    def near_boundary(self, probabilities: np.ndarray, margin: float) -> np.ndarray:
+        """The rows whose label could change if each probability moved by up to `margin`."""
+        if self.positive_index is not None:
+            threshold = self.threshold if self.threshold is not None else 0.5
+            return np.abs(probabilities[:, self.positive_index] - threshold) <= margin
+        top = np.sort(probabilities, axis=1)
+        return top[:, -1] - top[:, -2] <= 2 * margin
 
     @property
     def positive_class(self) -> str | None:
@@ -148,19 +156,25 @@ class _CancellableScorer:
 
 def _batch_rows(
     batch: ImageBatch,
-    todo: Sequence[str],
+    inputs: Sequence[str],
     preprocessing: Preprocessing,
     decision: Decision,
-    score: _CancellableScorer,
+    score: Callable[[torch.Tensor], np.ndarray],
+    device: torch.device,
 ) -> list[PredictionRow]:
     """The batch's rows in input order: flagged inputs with their reason, the others scored."""
-    numbered = [(index, PredictionRow(input=todo[index], error=reason)) for index, reason in batch.failures]
+    numbered = [(index, PredictionRow(input=inputs[index], error=reason)) for index, reason in batch.failures]
     if batch.images is not None:
-        images = batch.images.to(score.engine.device, non_blocking=True)  # uint8: the cheap transfer
+        images = batch.images.to(device, non_blocking=True)  # uint8: the cheap transfer
         probabilities = score(preprocessing.normalise(images))
-        scored = decision.rows([todo[i] for i in batch.indices], probabilities)
+        scored = decision.rows([inputs[i] for i in batch.indices], probabilities)
         numbered += zip(batch.indices, scored, strict=True)
     return [row for _, row in sorted(numbered, key=lambda pair: pair[0])]
+
+
+def _spread_sample(inputs: Sequence[str], size: int) -> list[str]:
+    """`size` inputs evenly spaced over the whole list."""
+    return [inputs[round(i * (len(inputs) - 1) / max(size - 1, 1))] for i in range(size)]
 
 
 def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
@@ -177,39 +191,51 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     counts: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    engine_name = None
+    engine: Engine | None = None
+
+    def record(rows: list[PredictionRow]) -> None:
+        log.append(rows)
+        reporter.predictions(rows)
+        for row in rows:
+            if row.error is not None:
+                counts["flagged"] += 1
+                reasons[row.error] += 1
+            else:
+                counts["scored"] += 1
+                labels[row.label or ""] += 1
+        finished = len(done) + counts["scored"] + counts["flagged"]
+        reporter.progress(finished / len(inputs))
+
     try:
         if todo:
-            engine = make_engine(spec.engine, loaded, workdir, threads, reporter.log)
-            engine_name = engine.name
+            engine = make_engine(
+                spec.engine, loaded, workdir, threads, decision.near_boundary, reporter.log, len(todo)
+            )
             reporter.log(
                 f"scoring {len(todo)} of {len(inputs)} inputs ({len(done)} already have a row) with the "
                 f"{engine.name} engine on {device}, {threads} threads, "
                 f"threshold {decision.threshold if decision.threshold is not None else 'argmax'}"
             )
             reporter.progress(len(done) / len(inputs), f"scoring {len(todo)} inputs")
-            score = _CancellableScorer(engine, reporter)
             preprocessing = Preprocessing(loaded.in_channels, loaded.image_size, loaded.mean, loaded.std)
-            for batch in image_batches(
-                todo,
+            sample = _spread_sample(todo, engine.sample_size) if engine.sample_size else []
+            chosen = set(sample)
+            rest = [path for path in todo if path not in chosen]
+            batches = image_batches(  # its workers start decoding while the engine prepares
+                rest,
                 preprocessing,
                 batch_size=spec.batch_size,
                 num_workers=spec.num_workers,
                 pin_memory=device.type == "cuda",
-            ):
+            )
+            if sample:
+                sample = list(dict.fromkeys(sample))
+                batch = next(image_batches(sample, preprocessing, batch_size=len(sample), num_workers=0))
+                record(_batch_rows(batch, sample, preprocessing, decision, engine.prepare, engine.device))
+            score = _CancellableScorer(engine, reporter)
+            for batch in batches:
                 check_cancel(reporter)
-                rows = _batch_rows(batch, todo, preprocessing, decision, score)
-                log.append(rows)
-                reporter.predictions(rows)
-                for row in rows:
-                    if row.error is not None:
-                        counts["flagged"] += 1
-                        reasons[row.error] += 1
-                    else:
-                        counts["scored"] += 1
-                        labels[row.label or ""] += 1
-                finished = len(done) + counts["scored"] + counts["flagged"]
-                reporter.progress(finished / len(inputs))
+                record(_batch_rows(batch, rest, preprocessing, decision, score, engine.device))
         else:
             reporter.log(f"all {len(inputs)} inputs already have a row; nothing to score")
     finally:
@@ -227,11 +253,13 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         "classes": decision.classes,
         "positive_class": decision.positive_class,
         "threshold": decision.threshold,
-        "engine": engine_name,
+        "engine": engine.name if engine else None,
         "seconds": round(seconds, 3),
         "images_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None,
         "output": None,
     }
+    if engine is not None and engine.report():
+        summary["engine_report"] = engine.report()
     if spec.output is not None and spec.paths is None:
         written = log.export(spec.output, inputs)
         summary["output"] = str(spec.output)

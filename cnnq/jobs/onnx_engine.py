@@ -1,12 +1,13 @@
 """The ONNX Runtime engine: the model exported once, then scored by onnxruntime on the CPU.
 
-The export is cached next to the model file, named by the file's sha256, so the shards of a bulk job
-(and later jobs with the same model) export it once; where that folder is read-only it goes into the
-job's workdir instead.
+The export (and its int8 quantization, `cnnq.jobs.int8_engine`) is cached next to the model file,
+named by the file's sha256, so the shards of a bulk job (and later jobs with the same model) make it
+once; where that folder is read-only it goes into the job's workdir instead.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -17,8 +18,10 @@ import onnxruntime
 import torch
 from torch import nn
 
+from cnnq.atomic_file import atomic_path
 from cnnq.file_digest import file_sha256
 from cnnq.jobs.checkpoint import LoadedModel
+from cnnq.jobs.engines import Engine
 
 OPSET = 17
 
@@ -32,36 +35,72 @@ def onnx_path_for(loaded: LoadedModel, workdir: Path) -> Path:
     return workdir / name
 
 
+def int8_path_for(fp32_path: Path) -> Path:
+    return fp32_path.with_suffix(".int8.onnx")
+
+
 def export_onnx(loaded: LoadedModel, path: Path) -> Path:
-    """Export the model with a softmax on top and a dynamic batch size; atomic, so racing shards are safe."""
+    """Export the model with a softmax on top and a dynamic batch size."""
     scorer = nn.Sequential(loaded.model, nn.Softmax(dim=1)).to("cpu").float().eval()
     example = torch.zeros(1, loaded.in_channels, loaded.image_size, loaded.image_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        with warnings.catch_warnings():
-            # torch 2.9+ prefers its torch.export-based exporter, which needs onnxscript; the
-            # TorchScript exporter handles every cnnq model and needs nothing more.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                scorer,
-                (example,),
-                temporary,
-                dynamo=False,
-                input_names=["image"],
-                output_names=["probabilities"],
-                dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
-                opset_version=OPSET,
-            )
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, warnings.catch_warnings():
+        # torch 2.9+ prefers its torch.export-based exporter, which needs onnxscript; the
+        # TorchScript exporter handles every cnnq model and needs nothing more.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            scorer,
+            (example,),
+            temporary,
+            dynamo=False,
+            input_names=["image"],
+            output_names=["probabilities"],
+            dynamic_axes={"image": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=OPSET,
+        )
     return path
 
 
-class OnnxEngine:
+def quantize_onnx(fp32_path: Path, calibration: np.ndarray, path: Path) -> Path:
+    """Quantize the export statically to int8 (QDQ, per-channel int8 weights, uint8 activations),
+    with activation ranges calibrated on `calibration`, a batch of the model's float input.
+
+    ONNX Runtime's pre-processing (shape inference, constant folding) comes first: without it the
+    convolutions' folded biases are not constants and the quantized model is slower than fp32.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 16)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"image": np.ascontiguousarray(batch, dtype=np.float32)}
+
+    quiet = logging.getLogger()  # onnxruntime.quantization logs its progress on the root logger
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cnnq-quantize-") as scratch:
+            prepared = Path(scratch) / "prepared.onnx"
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            with atomic_path(path) as temporary:
+                quantize_static(
+                    str(prepared),
+                    temporary,
+                    Batches(),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                )
+    finally:
+        quiet.setLevel(level)
+    return path
+
+
+class OnnxEngine(Engine):
     name = "onnx"
     device = torch.device("cpu")
 
@@ -79,8 +118,14 @@ class OnnxEngine:
         )
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
-        batch = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        return self.run(as_input(images))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"image": batch})[0]
+
+
+def as_input(images: torch.Tensor) -> np.ndarray:
+    return images.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
 def onnx_engine(loaded: LoadedModel, workdir: Path, threads: int) -> OnnxEngine:

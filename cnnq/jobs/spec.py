@@ -24,7 +24,7 @@ Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["onecycle", "cosine", "step", "none"]
-Engine = Literal["auto", "eager", "onnx"]
+Engine = Literal["auto", "eager", "onnx", "onnx-int8"]
 Split = Literal["train", "val", "test"]
 
 
@@ -130,7 +130,12 @@ class InferSpec(_Spec):
     checkpoint: Path
     input: str = Field(description="A file, a folder (recursive), a glob, or a text file listing paths.")
     paths: list[str] | None = Field(None, description="This shard's inputs (set by cnnq for bulk jobs).")
-    engine: Engine = "auto"
+    engine: Engine = Field(
+        "auto",
+        description="eager: PyTorch; onnx: ONNX Runtime on the CPU; onnx-int8: a quantized model, "
+        "every label checked to be fp32's. auto: eager on a GPU, onnx-int8 on a CPU with VNNI or AMX, "
+        "else onnx.",
+    )
     shard_size: int = Field(2000, ge=1, le=1_000_000)
     output: Path | None = Field(None, description="Also write the results to this CSV file.")
     resume: str | None = Field(None, description="A bulk job whose missing inputs this one scores.")

@@ -30,6 +30,7 @@ PRELOADED = (
     "cnnq.jobs.evaluate",
     "cnnq.jobs.infer",
     "cnnq.jobs.onnx_engine",
+    "cnnq.jobs.int8_engine",
     "cnnq.data.registry",
     "cnnq.models.registry",
 )

@@ -137,3 +137,20 @@ def test_explain_writes_a_heatmap_over_the_image(cli, cnnq_env, trained, tmp_pat
     assert broken.code == 2 and "not an image: text file" in broken.stderr
     wrong = cli("explain", image, "--model-from", model, "--out", tmp_path / "y.png", "--class", "CAT")
     assert wrong.code == 2 and "NORMAL, PNEUMONIA" in wrong.stderr
+
+
+def test_show_says_which_engine_scored_and_how(cli, infer_job_id: str) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from cnnq.jobs.engines import resolve_engine
+
+    shown = cli("show", infer_job_id)
+    assert shown.code == 0, shown.stderr
+    engine_rows = [
+        line.split(None, 1)[1].strip() for line in shown.stdout.splitlines() if line.startswith("engine ")
+    ]
+    if resolve_engine("auto", torch.device("cpu")) == "onnx-int8":
+        # 12 images are too few to calibrate and check an int8 model on: all scored in fp32.
+        assert engine_rows == ["onnx-int8: 0 in int8, 12 in fp32 (0 near the boundary)"]
+    else:
+        assert engine_rows == ["onnx"]

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel, ModelInfo, load_model_file
+from cnnq.jobs.engines import resolve_engine
 from cnnq.jobs.infer import Decision, infer_job
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.reporter import JobCancelled, PredictionRow, RecordingReporter
@@ -109,7 +111,7 @@ def test_a_folder_gives_one_row_per_file_with_broken_files_flagged(
     assert summary["scored"] == len(scored) and summary["flagged"] == len(BROKEN)
     assert summary["positive"] == sum(row.label == "PNEUMONIA" for row in scored)
     assert summary["flag_reasons"] == {reason: 1 for reason in BROKEN.values()}
-    assert summary["engine"] == "onnx"  # auto on a CPU
+    assert summary["engine"] == resolve_engine("auto", torch.device("cpu"))
     assert reporter.summary == summary
     assert reporter.progress_updates[-1][0] == pytest.approx(1.0)
 

@@ -101,9 +101,7 @@ def test_a_bulk_job_writes_its_output_csv_when_its_last_shard_ends(  # type: ign
     model_file, chest = model_and_archive
     inputs = list_inputs(str(chest))
     output = tmp_path / "exports" / "scores.csv"
-    bulk = _submit(
-        cli, "--model-from", model_file, "--input", chest, "--shard-size", "6", "--output", output
-    )
+    bulk = _submit(cli, "--model-from", model_file, "--input", chest, "--shard-size", "6", "--output", output)
     with session_scope() as s:
         shards = [shard.id for shard in children_of(s, bulk)]
     for shard in shards[:-1]:
