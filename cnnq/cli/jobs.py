@@ -118,7 +118,8 @@ def print_job(session: Any, job: Job) -> None:
         table.add_row("ran for", _duration(job.started_at, job.finished_at))
     if job.finished_at:
         table.add_row("finished", job.finished_at.isoformat(timespec="seconds"))
-    table.add_row("spec", " ".join(f"{k}={v}" for k, v in job.spec.items() if v is not None and k != "paths"))
+    shown = {k: v for k, v in job.spec.items() if v is not None and k not in ("paths", "calibration_paths")}
+    table.add_row("spec", " ".join(f"{k}={v}" for k, v in shown.items()))
     for name, value in obj["metrics"].items():
         table.add_row(name, f"{value:.4g}")
     for artifact in obj["artifacts"]:

@@ -39,7 +39,7 @@ class Placement:
 Executor = Callable[[AnySpec, Placement], None]
 
 # Filled in by cnnq, not by the user.
-_INTERNAL = {"kind", "checkpoint", "paths"}
+_INTERNAL = {"kind", "checkpoint", "paths", "calibration_paths"}
 # Required in the spec, but the CLI fills a default from the settings.
 _DEFAULTED = {"data_root"}
 

@@ -36,6 +36,12 @@ class Engine:
         """(N, classes) float32 probabilities for a batch of N preprocessed images."""
         raise NotImplementedError
 
+    wants_calibration = False
+    """Whether the engine would like `calibrate` called before `sample_size` is read."""
+
+    def calibrate(self, images: torch.Tensor) -> None:
+        """Images spread over a whole bulk job, for an engine to tune itself on (not to score)."""
+
     def prepare(self, sample: torch.Tensor) -> np.ndarray:
         """The sample's probabilities, scored while the engine sets itself up on it."""
         return self.probabilities(sample)

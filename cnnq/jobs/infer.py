@@ -24,7 +24,7 @@ from cnnq.jobs.checkpoint import LoadedModel, load_model_file
 from cnnq.jobs.device import configure_threads, pick_device
 from cnnq.jobs.engines import Engine, make_engine
 from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
-from cnnq.jobs.inputs import list_inputs
+from cnnq.jobs.inputs import list_inputs, spread_sample
 from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
 from cnnq.jobs.reporter import PredictionRow, Reporter, check_cancel
 from cnnq.jobs.spec import InferSpec
@@ -172,11 +172,6 @@ def _batch_rows(
     return [row for _, row in sorted(numbered, key=lambda pair: pair[0])]
 
 
-def _spread_sample(inputs: Sequence[str], size: int) -> list[str]:
-    """`size` inputs evenly spaced over the whole list."""
-    return [inputs[round(i * (len(inputs) - 1) / max(size - 1, 1))] for i in range(size)]
-
-
 def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
     started = time.monotonic()
     inputs = list(dict.fromkeys(spec.paths)) if spec.paths is not None else list_inputs(spec.input)
@@ -218,7 +213,12 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
             )
             reporter.progress(len(done) / len(inputs), f"scoring {len(todo)} inputs")
             preprocessing = Preprocessing(loaded.in_channels, loaded.image_size, loaded.mean, loaded.std)
-            sample = _spread_sample(todo, engine.sample_size) if engine.sample_size else []
+            if engine.wants_calibration and spec.calibration_paths:
+                paths = spec.calibration_paths
+                batch = next(image_batches(paths, preprocessing, batch_size=len(paths), num_workers=0))
+                if batch.images is not None:
+                    engine.calibrate(preprocessing.normalise(batch.images.to(engine.device)))
+            sample = spread_sample(todo, engine.sample_size)
             chosen = set(sample)
             rest = [path for path in todo if path not in chosen]
             batches = image_batches(  # its workers start decoding while the engine prepares
@@ -229,7 +229,6 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
                 pin_memory=device.type == "cuda",
             )
             if sample:
-                sample = list(dict.fromkeys(sample))
                 batch = next(image_batches(sample, preprocessing, batch_size=len(sample), num_workers=0))
                 record(_batch_rows(batch, sample, preprocessing, decision, engine.prepare, engine.device))
             score = _CancellableScorer(engine, reporter)

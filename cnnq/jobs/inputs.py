@@ -16,6 +16,18 @@ LIST_FILE_SUFFIXES = {".txt", ".lst", ".list"}
 
 _GLOB_CHARACTERS = set("*?[")
 
+CALIBRATION_IMAGES = 64
+"""Images an int8 model is calibrated on (`cnnq.jobs.int8_engine`); a bulk job picks them for its
+shards from all its inputs."""
+
+
+def spread_sample(inputs: list[str], size: int) -> list[str]:
+    """Up to `size` inputs evenly spaced over the whole list, in its order, each once."""
+    if size <= 0 or not inputs:
+        return []
+    picks = (round(i * (len(inputs) - 1) / max(size - 1, 1)) for i in range(size))
+    return [inputs[i] for i in dict.fromkeys(picks)]
+
 
 def list_inputs(input: str) -> list[str]:
     """Absolute paths of the inputs `input` names, without duplicates, in a stable order.

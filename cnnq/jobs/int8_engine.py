@@ -7,9 +7,11 @@ sees to it that no label differs:
 1. Before the job scores anything, it takes a sample of `SAMPLE_IMAGES` inputs spread over the whole
    job (an archive sorted by class or date would otherwise calibrate on one kind of image) and scores
    it in fp32: those are the sample's rows.
-2. It calibrates the int8 model on half of the sample. The int8 model is cached beside the fp32
-   export, so a bulk job's later shards (and later jobs with the same model file) skip this step.
-3. It scores the other half with the int8 model too and adds what it saw to the model's check record
+2. It calibrates the int8 model on as many more of the job's inputs (a shard of a bulk job: on the
+   `calibration_paths` that the bulk job spread over all its inputs, since a shard of an archive
+   filed by class may hold one class only). The int8 model is cached beside the fp32 export, so a
+   bulk job's later shards (and later jobs with the same model file) skip this step.
+3. It scores the sample with the int8 model too and adds what it saw to the model's check record
    (`CheckRecord`, beside it): the images checked so far, over every job, and the largest difference
    of any probability between int8 and fp32, `error`. Over `MAX_ERROR`, the job goes on in fp32 (as
    will later jobs with this int8 file: delete it to quantize afresh). Once the record holds
@@ -41,11 +43,11 @@ import numpy as np
 import torch
 
 from cnnq.atomic_file import atomic_file
-from cnnq.file_digest import file_sha256
 from cnnq.jobs.engines import Engine, NearBoundary
+from cnnq.jobs.inputs import CALIBRATION_IMAGES
 from cnnq.jobs.onnx_engine import OnnxEngine, as_input, int8_path_for, quantize_onnx
 
-SAMPLE_IMAGES = 64
+SAMPLE_IMAGES = CALIBRATION_IMAGES
 """Images to calibrate on, and as many again to check with."""
 SPOT_IMAGES = 16
 """Images to check with once the model's record holds `SAMPLE_IMAGES`."""
@@ -113,7 +115,6 @@ class Int8Engine(Engine):
         self.log = log
         self.path = int8_path_for(fp32.path)
         self.int8: OnnxEngine | None = None
-        self.sha256 = ""
         self.record: CheckRecord | None = None
         self.checked = 0
         self.margin: float | None = None
@@ -122,19 +123,31 @@ class Int8Engine(Engine):
         if self.path.is_file():
             try:
                 self.int8 = OnnxEngine(self.path, threads)
-                self.sha256 = file_sha256(self.path)
             except Exception as error:  # a damaged cache file: calibrate afresh
                 self.int8 = None
                 log(f"int8: cannot load {self.path.name} ({type(error).__name__}); quantizing again")
+        self.job_size = job_size
+        self.record_images = read_record(self.path, self.int8.sha256).images if self.int8 else 0
+        self.told_too_few = False
+
+    @property
+    def wants_calibration(self) -> bool:  # type: ignore[override]
+        return self.int8 is None and not self.gave_up and self.job_size >= SAMPLE_PAYS * SAMPLE_IMAGES
+
+    @property
+    def sample_size(self) -> int:  # type: ignore[override]
+        if self.gave_up:
+            return 0
         if self.int8 is None:
             wanted = 2 * SAMPLE_IMAGES
-        elif read_record(self.path, self.sha256).images >= SAMPLE_IMAGES:
+        elif self.record_images >= SAMPLE_IMAGES:
             wanted = SPOT_IMAGES
         else:
             wanted = SAMPLE_IMAGES
-        self.sample_size = wanted if job_size >= SAMPLE_PAYS * wanted else 0
-        if not self.sample_size:
-            log(f"int8: {job_size} inputs are too few to calibrate and check on; scoring in fp32")
+        return wanted if self.job_size >= SAMPLE_PAYS * wanted else 0
+
+    def calibrate(self, images: torch.Tensor) -> None:
+        self._quantize(as_input(images))
 
     def prepare(self, sample: torch.Tensor) -> np.ndarray:
         batch = as_input(sample)
@@ -153,20 +166,17 @@ class Int8Engine(Engine):
         try:
             quantize_onnx(self.fp32.path, calibration, self.path)
             self.int8 = OnnxEngine(self.path, self.threads)
-            self.sha256 = file_sha256(self.path)
         except Exception as error:
             self._give_up(f"quantization failed ({type(error).__name__}: {error})")
             return
         seconds = time.perf_counter() - began
-        self.log(
-            f"int8: quantized, calibrated on {len(calibration)} of this job's images, in {seconds:.1f} s"
-        )
+        self.log(f"int8: quantized in {seconds:.1f} s, calibrated on {len(calibration)} images")
 
     def _check(self, batch: np.ndarray, exact: np.ndarray) -> None:
         assert self.int8 is not None
         here = float(np.abs(_in_chunks(self.int8, batch) - exact).max())
         self.checked = len(batch)
-        self.record = add_to_record(self.path, self.sha256, len(batch), here)
+        self.record = add_to_record(self.path, self.int8.sha256, len(batch), here)
         error = self.record.max_difference
         earlier = self.record.images - len(batch)
         seen = f"on {len(batch)} images here" + (f" and {earlier} in earlier checks" if earlier else "")
@@ -189,6 +199,9 @@ class Int8Engine(Engine):
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         batch = as_input(images)
         if self.int8 is None or self.margin is None:
+            if not self.gave_up and not self.told_too_few:
+                self.told_too_few = True
+                self.log(f"int8: {self.job_size} inputs are too few to pay for a check; scoring in fp32")
             self.counts["fp32"] += len(batch)
             return self.fp32.run(batch)
         probabilities = self.int8.run(batch)

@@ -7,6 +7,7 @@ once; where that folder is read-only it goes into the job's workdir instead.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -113,8 +114,10 @@ class OnnxEngine(Engine):
         # Spinning threads would take the cores from the DataLoader processes decoding the next batch.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
+        model = path.read_bytes()  # one read for the session and its digest: a racing shard may
+        self.sha256 = hashlib.sha256(model).hexdigest()  # replace the file meanwhile
         self.session = onnxruntime.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            model, sess_options=options, providers=["CPUExecutionProvider"]
         )
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:

@@ -130,6 +130,9 @@ class InferSpec(_Spec):
     checkpoint: Path
     input: str = Field(description="A file, a folder (recursive), a glob, or a text file listing paths.")
     paths: list[str] | None = Field(None, description="This shard's inputs (set by cnnq for bulk jobs).")
+    calibration_paths: list[str] | None = Field(
+        None, description="Inputs spread over the whole bulk job to calibrate an int8 model on (set by cnnq)."
+    )
     engine: Engine = Field(
         "auto",
         description="eager: PyTorch; onnx: ONNX Runtime on the CPU; onnx-int8: a quantized model, "

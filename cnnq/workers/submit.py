@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from cnnq.db.jobs import create_job, get_job
 from cnnq.db.session import session_scope
 from cnnq.errors import UserError
+from cnnq.jobs.inputs import CALIBRATION_IMAGES, spread_sample
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, parse_spec
 from cnnq.settings import get_settings, mask_url
 from cnnq.workers.broker import broker_problem
@@ -63,11 +64,14 @@ def submit_job(spec: AnySpec, placement: Placement, *, message: str | None = Non
         leaves = [job.id]
         if shards is not None:
             job.message = message or f"bulk job of {len(shards)} shards"
+            calibration = spread_sample([path for shard in shards for path in shard], CALIBRATION_IMAGES)
             leaves = [
                 create_job(
                     session,
                     kind=spec.kind,
-                    spec=spec.model_copy(update={"paths": paths}).model_dump(mode="json"),
+                    spec=spec.model_copy(
+                        update={"paths": paths, "calibration_paths": calibration}
+                    ).model_dump(mode="json"),
                     queue=queue,
                     priority=placement.priority,
                     parent_id=job.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cnnq.jobs import int8_engine
 from cnnq.jobs.checkpoint import ModelInfo, load_model_file, save_model_file
 from cnnq.jobs.engines import resolve_engine
 from cnnq.jobs.infer import Decision, infer_job
+from cnnq.jobs.inputs import spread_sample
 from cnnq.jobs.onnx_engine import int8_path_for, onnx_path_for
 from cnnq.jobs.reporter import PredictionRow, RecordingReporter
 from cnnq.jobs.spec import InferSpec, TrainSpec
@@ -274,3 +276,14 @@ def test_auto_picks_int8_only_where_the_cpu_has_int8_dot_products() -> None:
     assert resolve_engine("onnx", torch.device("cpu")) == "onnx"
     flags = Path("/proc/cpuinfo").read_text()
     assert cpu_has_int8_dot() == any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def test_a_spread_sample_covers_the_whole_list_once() -> None:
+    inputs = [f"/archive/{i:04d}.png" for i in range(1000)]
+    sample = spread_sample(inputs, 64)
+    assert len(sample) == len(set(sample)) == 64
+    assert sample[0] == inputs[0] and sample[-1] == inputs[-1] and sample == sorted(sample)
+    gaps = {inputs.index(b) - inputs.index(a) for a, b in itertools.pairwise(sample)}
+    assert gaps <= {15, 16, 17}
+    assert spread_sample(inputs[:10], 64) == inputs[:10]
+    assert spread_sample([], 64) == [] and spread_sample(inputs, 0) == []

@@ -5,6 +5,7 @@ workers, and survive a worker killed in the middle of a shard."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -22,8 +23,13 @@ from cnnq.db.results import bulk_summary
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job, Prediction
-from cnnq.jobs.checkpoint import ModelInfo, save_model_file
+from cnnq.jobs.checkpoint import ModelInfo, load_model_file, save_model_file
 from cnnq.jobs.inputs import list_inputs
+from cnnq.jobs.int8_engine import SAMPLE_IMAGES, read_record
+from cnnq.jobs.onnx_engine import int8_path_for, onnx_path_for
+from cnnq.jobs.reporter import RecordingReporter
+from cnnq.jobs.spec import TrainSpec
+from cnnq.jobs.train import train_job
 from cnnq.models.registry import build_model
 from tests.conftest import finished, job_of, wait_until
 from tests.sample_data import corrupt_files, make_chest_xray, xray_image
@@ -221,3 +227,63 @@ def test_a_worker_killed_mid_shard_leaves_no_duplicate_and_no_gap(  # type: igno
         str(path): reason
         for path, reason in zip(corrupt_files(chest), ("truncated image", "empty file"), strict=True)
     } | {str(chest / "train" / "NORMAL" / "notes.txt"): "not an image: text file"}
+
+
+def test_int8_bulk_scoring_on_two_workers_gives_the_labels_fp32_gives(  # type: ignore[no-untyped-def]
+    queue_env, start_workers, cli, tmp_path: Path
+) -> None:
+    """Two shards start together on two workers, each quantizing the model and adding its check to
+    the model's record; every label matches the eager engine's on the same archive."""
+    chest = make_chest_xray(
+        tmp_path / "data",
+        per_class={"train": (24, 48), "val": (8, 8), "test": (400, 400)},
+        size=40,
+        corrupt=0,
+    )
+    spec = TrainSpec(
+        dataset="xray",
+        data_root=chest.parent,
+        model="simple-cnn",
+        image_size=32,
+        epochs=4,
+        optimizer="adam",
+        lr=3e-3,
+        batch_size=16,
+        num_workers=0,
+        seed=0,
+        threshold="youden",
+    )
+    trainer = RecordingReporter()
+    train_job(spec, tmp_path / "train", trainer)
+    model_file = trainer.artifacts["model"]
+    start_workers("--cpu", "--concurrency", "2", expect=2)
+
+    def bulk(engine: str) -> str:
+        options = f"--shard-size 400 --device cpu --num-workers 0 --engine {engine}"
+        bulk_id = submitted(
+            cli, "infer", "--model-from", model_file, "--input", chest / "test", *options.split()
+        )
+        wait_until(lambda: finished(bulk_id), 240, f"the {engine} bulk job")
+        assert job_of(bulk_id).status == JobStatus.SUCCEEDED, job_of(bulk_id).error_message
+        return bulk_id
+
+    int8_id, eager_id = bulk("onnx-int8"), bulk("eager")
+
+    inputs = list_inputs(str(chest / "test"))
+    int8_rows = {path: label for path, label, _, _ in rows_of(int8_id)}
+    eager_rows = {path: label for path, label, _, _ in rows_of(eager_id)}
+    assert len(rows_of(int8_id)) == len(inputs) == len(int8_rows) == 800
+    assert int8_rows == eager_rows
+    with session_scope() as s:
+        shards = children_of(s, int8_id)
+    assert len(shards) == 2 and len({shard.worker for shard in shards}) == 2
+    reports = [(shard.result or {})["engine_report"] for shard in shards]
+    assert all(report["int8_scored"] > 0 and not report["fell_back_to_fp32"] for report in reports), [
+        (shard.result or {}).get("engine_report") for shard in shards
+    ]
+
+    int8_file = int8_path_for(onnx_path_for(load_model_file(model_file), model_file.parent))
+    record = read_record(int8_file, hashlib.sha256(int8_file.read_bytes()).hexdigest())
+    assert record.images >= SAMPLE_IMAGES and record.max_difference > 0
+    shown = cli("show", shards[0].id)
+    assert "onnx-int8:" in shown.stdout and "in int8" in shown.stdout
