@@ -274,3 +274,28 @@ def make_chest_xray(
     (chest / "train" / "NORMAL").mkdir(parents=True, exist_ok=True)
     (chest / "train" / "NORMAL" / "notes.txt").write_text("not an image\n")
     return chest
+
+
+def train_confident_xray_model(chest_xray: Path, workdir: Path, seed: int = 0) -> Path:
+    """A simple CNN trained on `chest_xray`'s train split (the model file): with its Youden threshold,
+    its scores on 40 px images spread from 0.5 to 0.9, few of them near the threshold."""
+    from cnnq.jobs.reporter import RecordingReporter
+    from cnnq.jobs.spec import TrainSpec
+    from cnnq.jobs.train import train_job
+
+    spec = TrainSpec(
+        dataset="xray",
+        data_root=chest_xray.parent,
+        model="simple-cnn",
+        image_size=32,
+        epochs=4,
+        optimizer="adam",
+        lr=3e-3,
+        batch_size=16,
+        num_workers=0,
+        seed=seed,
+        threshold="youden",
+    )
+    reporter = RecordingReporter()
+    train_job(spec, workdir, reporter)
+    return reporter.artifacts["model"]

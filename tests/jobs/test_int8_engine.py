@@ -18,10 +18,9 @@ from cnnq.jobs.infer import Decision, infer_job
 from cnnq.jobs.inputs import spread_sample
 from cnnq.jobs.onnx_engine import int8_path_for, onnx_path_for
 from cnnq.jobs.reporter import PredictionRow, RecordingReporter
-from cnnq.jobs.spec import InferSpec, TrainSpec
-from cnnq.jobs.train import train_job
+from cnnq.jobs.spec import InferSpec
 from cnnq.models.registry import build_model
-from tests.sample_data import make_chest_xray
+from tests.sample_data import make_chest_xray, train_confident_xray_model
 
 IMAGES = 400  # enough to pay for the sample, and then most of the job in int8
 
@@ -34,29 +33,9 @@ def chest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_chest_xray(root, per_class=per_class, size=40, corrupt=0)
 
 
-def _train(chest: Path, workdir: Path, seed: int) -> Path:
-    """A confident model: its scores spread from 0.5 to 0.9, few of them near its threshold."""
-    spec = TrainSpec(
-        dataset="xray",
-        data_root=chest.parent,
-        model="simple-cnn",
-        image_size=32,
-        epochs=4,
-        optimizer="adam",
-        lr=3e-3,
-        batch_size=16,
-        num_workers=0,
-        seed=seed,
-        threshold="youden",
-    )
-    reporter = RecordingReporter()
-    train_job(spec, workdir, reporter)
-    return reporter.artifacts["model"]
-
-
 @pytest.fixture(scope="module")
 def trained(chest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(chest, tmp_path_factory.mktemp("train"), seed=0)
+    return train_confident_xray_model(chest, tmp_path_factory.mktemp("train"))
 
 
 @pytest.fixture
@@ -210,7 +189,7 @@ def test_an_int8_model_that_disagrees_with_fp32_is_not_used(
     model_file: Path, chest: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """A quantized model of another network in the cache: the check catches it, the job scores in fp32."""
-    other = _train(chest, tmp_path_factory.mktemp("other"), seed=7)
+    other = train_confident_xray_model(chest, tmp_path_factory.mktemp("other"), seed=7)
     _score(other, chest, tmp_path / "other", "onnx-int8")
     mine = _cached_int8(model_file)
     _score(model_file, chest, tmp_path / "mine", "onnx")  # makes the fp32 export

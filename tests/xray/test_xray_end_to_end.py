@@ -27,12 +27,9 @@ from cnnq.jobs.checkpoint import ModelInfo, load_model_file, save_model_file
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.int8_engine import SAMPLE_IMAGES, read_record
 from cnnq.jobs.onnx_engine import int8_path_for, onnx_path_for
-from cnnq.jobs.reporter import RecordingReporter
-from cnnq.jobs.spec import TrainSpec
-from cnnq.jobs.train import train_job
 from cnnq.models.registry import build_model
 from tests.conftest import finished, job_of, wait_until
-from tests.sample_data import corrupt_files, make_chest_xray, xray_image
+from tests.sample_data import corrupt_files, make_chest_xray, train_confident_xray_model, xray_image
 from tests.sample_dicom import write_dicom
 
 pytestmark = pytest.mark.slow
@@ -240,22 +237,7 @@ def test_int8_bulk_scoring_on_two_workers_gives_the_labels_fp32_gives(  # type: 
         size=40,
         corrupt=0,
     )
-    spec = TrainSpec(
-        dataset="xray",
-        data_root=chest.parent,
-        model="simple-cnn",
-        image_size=32,
-        epochs=4,
-        optimizer="adam",
-        lr=3e-3,
-        batch_size=16,
-        num_workers=0,
-        seed=0,
-        threshold="youden",
-    )
-    trainer = RecordingReporter()
-    train_job(spec, tmp_path / "train", trainer)
-    model_file = trainer.artifacts["model"]
+    model_file = train_confident_xray_model(chest, tmp_path / "train")
     start_workers("--cpu", "--concurrency", "2", expect=2)
 
     def bulk(engine: str) -> str:
