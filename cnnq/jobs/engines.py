@@ -31,13 +31,12 @@ class Engine:
     sample_size = 0
     """Images, spread over the job's inputs, that the engine must see (through `prepare`) before it
     scores the rest; 0 for none."""
+    wants_calibration = False
+    """Whether the engine would like `calibrate` called before `sample_size` is read."""
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """(N, classes) float32 probabilities for a batch of N preprocessed images."""
         raise NotImplementedError
-
-    wants_calibration = False
-    """Whether the engine would like `calibrate` called before `sample_size` is read."""
 
     def calibrate(self, images: torch.Tensor) -> None:
         """Images spread over a whole bulk job, for an engine to tune itself on (not to score)."""
