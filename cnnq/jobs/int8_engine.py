@@ -115,7 +115,6 @@ class Int8Engine(Engine):
         self.log = log
         self.path = int8_path_for(fp32.path)
         self.int8: OnnxEngine | None = None
-        self.record: CheckRecord | None = None
         self.checked = 0
         self.margin: float | None = None
         self.gave_up = False
@@ -127,7 +126,8 @@ class Int8Engine(Engine):
                 self.int8 = None
                 log(f"int8: cannot load {self.path.name} ({type(error).__name__}); quantizing again")
         self.job_size = job_size
-        self.record_images = read_record(self.path, self.int8.sha256).images if self.int8 else 0
+        # The checks of the int8 model in use; this job's own is added once it has checked.
+        self.record = read_record(self.path, self.int8.sha256) if self.int8 else None
         self.told_too_few = False
 
     @property
@@ -140,7 +140,7 @@ class Int8Engine(Engine):
             return 0
         if self.int8 is None:
             wanted = 2 * SAMPLE_IMAGES
-        elif self.record_images >= SAMPLE_IMAGES:
+        elif self.record is not None and self.record.images >= SAMPLE_IMAGES:
             wanted = SPOT_IMAGES
         else:
             wanted = SAMPLE_IMAGES
@@ -166,6 +166,7 @@ class Int8Engine(Engine):
         try:
             quantize_onnx(self.fp32.path, calibration, self.path)
             self.int8 = OnnxEngine(self.path, self.threads)
+            self.record = None
         except Exception as error:
             self._give_up(f"quantization failed ({type(error).__name__}: {error})")
             return
