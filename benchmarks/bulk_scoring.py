@@ -217,7 +217,7 @@ def bulk_rate(folder: Path, count: int, model_file: Path, engine: str, shard_siz
     from cnnq.db.session import session_scope
     from cnnq.db.tables import Prediction
     from cnnq.jobs.spec import InferSpec
-    from cnnq.workers.submit import Placement, submit_job
+    from cnnq.lifecycle.submit import Placement, submit_job
 
     spec = InferSpec(
         model_from=str(model_file),

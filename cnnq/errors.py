@@ -1,4 +1,5 @@
-"""Errors a user can fix. The CLI prints their message as one line and exits with code 2."""
+"""Errors a user can fix. The CLI prints their message as one line and exits with code 2 for a refused
+input, 1 for a service (the broker, the database) that does not answer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from pydantic import ValidationError
 
 class UserError(Exception):
     """A refused input: the message names the problem and what to do about it."""
+
+
+class ServiceUnavailable(Exception):
+    """The broker or the database does not answer: the message names it (password masked)."""
 
 
 def validation_message(error: ValidationError) -> str:

@@ -8,11 +8,12 @@ Redis on localhost.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,12 +40,40 @@ class Settings(BaseSettings):
         description="Redis redelivers an unacknowledged message after this; longer than any job.",
     )
     max_attempts: int = Field(default=3, description="Deliveries of one job before it is failed for good.")
+    requeue_after_seconds: float = Field(
+        default=60.0,
+        description="A queued job that no worker claimed this long after its message was sent, and whose "
+        "message waits in no queue (lost with a worker or a wiped Redis), is sent again.",
+    )
+    db_outage_seconds: float = Field(
+        default=300.0,
+        description="How long a running job and a worker wait out a database outage before the job stops "
+        "(re-queued, not failed).",
+    )
+    stall_seconds: float = Field(
+        default=900.0,
+        description="A running job whose process reported nothing this long is stopped and re-queued.",
+    )
     cancel_poll_seconds: float = Field(default=1.0, description="How often a running job checks for cancel.")
     torch_threads: int = Field(
         default=0,
         description="Torch threads per job process (0: the cores this process may use / jobs per host).",
     )
     dashboard_port: int = Field(default=8501, description="Port of the Streamlit dashboard.")
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description="An input image (or DICOM) whose header declares more pixels than this is refused "
+        "before it is decoded: a flagged row, a skipped training file, a refused upload.",
+    )
+    dashboard_host: str = Field(
+        default="127.0.0.1",
+        description="Address the dashboard listens on; any non-loopback one needs a dashboard password.",
+    )
+    dashboard_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the dashboard's login form; required to serve it beyond this host.",
+    )
     cancel_grace_seconds: float = Field(
         default=10.0, description="A job that ignores a cancel request this long is stopped by its worker."
     )
@@ -53,6 +82,12 @@ class Settings(BaseSettings):
         description="Keep the next job's process started (torch imported) while a worker waits; "
         "costs one idle process's memory per worker.",
     )
+
+    @field_validator("dashboard_password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: object) -> object:
+        """`CNNQ_DASHBOARD_PASSWORD=` (empty) means no password, not an empty one that anyone can type."""
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
@@ -89,19 +124,60 @@ def reload_settings() -> Settings:
     return get_settings()
 
 
+_SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|credential|auth|signature", re.IGNORECASE)
+"""Query parameters whose value is masked: `password`, `passwd`, `pwd`, `access_token`, `api_key`, ..."""
+
+
+def _secret_spans(url: str) -> list[tuple[int, int]]:
+    """Where the secrets of a URL are: its userinfo password and secret-looking query values.
+
+    Read from the text itself rather than through `urlsplit` so that what is printed is the URL as
+    given, and so that a password holding `/` or `@` (which SQLAlchemy accepts) is masked whole.
+    """
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        return []
+    start = scheme_end + 3
+    ends = [i for i in (url.find("?", start), url.find("#", start)) if i >= 0]
+    authority_end = min(ends, default=len(url))
+    spans = []
+    at = url.rfind("@", start, authority_end)
+    if at >= 0:
+        colon = url.find(":", start, at)
+        if 0 <= colon < at - 1:
+            spans.append((colon + 1, at))
+    query_start = url.find("?", max(at, start))
+    if query_start >= 0:
+        fragment = url.find("#", query_start)
+        query_end = fragment if fragment >= 0 else len(url)
+        position = query_start + 1
+        for pair in url[position:query_end].split("&"):
+            name, equals, value = pair.partition("=")
+            if equals and value and _SECRET_PARAMETER.search(unquote_plus(name)):
+                value_start = position + len(name) + 1
+                spans.append((value_start, value_start + len(value)))
+            position += len(pair) + 1
+    return spans
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, safe to print or log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL with its password and secret query parameters (`?password=`, `token=`, ...) as `***`.
+
+    Every URL cnnq prints or logs goes through this.
+    """
+    for begin, end in reversed(_secret_spans(url)):
+        url = f"{url[:begin]}***{url[end:]}"
+    return url
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets `mask_url` hides, as written and percent-decoded: to scrub them from free text
+    (a library's error message that quotes the URL its own way)."""
+    found: list[str] = []
+    for begin, end in _secret_spans(url):
+        raw = url[begin:end]
+        found += [raw] if unquote_plus(raw) == raw else [raw, unquote_plus(raw)]
+    return found
 
 
 def usable_cores() -> int:

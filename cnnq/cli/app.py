@@ -6,11 +6,12 @@ import sys
 from collections.abc import Sequence
 
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
 from typer._click.exceptions import ClickException, UsageError
 
 from cnnq.cli import dashboard, data, db, jobs, models, results, run, stack, submit, workers
 from cnnq.cli.output import err_console
-from cnnq.errors import UserError
+from cnnq.errors import ServiceUnavailable, UserError
 
 app = typer.Typer(
     name="cnnq",
@@ -36,6 +37,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as error:
         _refuse(str(error).replace("[", r"\["))
         return 2
+    except ServiceUnavailable as error:
+        _refuse(str(error).replace("[", r"\["))
+        return 1
+    except (OperationalError, InterfaceError) as error:  # the database went away mid-command
+        from cnnq.lifecycle.submit import database_unavailable
+
+        _refuse(str(database_unavailable(error, consequence="")).replace("[", r"\["))
+        return 1
     except UsageError as error:
         hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx is not None else ""
         _refuse(f"{error.format_message()}{hint}".replace("[", r"\["))

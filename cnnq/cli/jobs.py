@@ -10,9 +10,11 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.orm import object_session
 
 from cnnq.cli.output import console, err_console, print_json
-from cnnq.db.jobs import JobNotFound, count_by_status, find_job, is_lost, list_jobs, request_cancel
+from cnnq.db.clock import read_db_now
+from cnnq.db.jobs import JobNotFound, count_by_status, find_job, is_lost, list_jobs
 from cnnq.db.records import log_lines, prediction_counts
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
@@ -33,13 +35,18 @@ _STYLE = {
 }
 
 
-def _lost_after() -> timedelta:
-    return timedelta(seconds=get_settings().lost_after_seconds)
+def _is_lost(job: Job) -> bool:
+    """Whether a running job's worker stopped beating, judged on the database's clock."""
+    if job.status != JobStatus.RUNNING:
+        return False
+    session = object_session(job)
+    now = read_db_now(session) if session is not None else utcnow()
+    return is_lost(job, timedelta(seconds=get_settings().lost_after_seconds), now)
 
 
 def status_text(job: Job) -> str:
     """The status as people read it: a running job whose worker stopped beating is `RUNNING (lost)`."""
-    return f"{job.status} (lost)" if is_lost(job, _lost_after()) else str(job.status)
+    return f"{job.status} (lost)" if _is_lost(job) else str(job.status)
 
 
 def _styled_status(job: Job) -> str:
@@ -56,7 +63,7 @@ def _job(session: Any, job_id: str) -> Job:
 def full_object(session: Any, job: Job) -> dict[str, Any]:
     """The job object, plus shard and prediction counts for a bulk parent."""
     obj = job_object(session, job)
-    obj["lost"] = is_lost(job, _lost_after())
+    obj["lost"] = _is_lost(job)
     shards = count_by_status(session, job.id)
     if shards:
         obj["shards"] = {str(status): count for status, count in shards.items()}
@@ -283,15 +290,12 @@ def cancel_command(
     as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
 ) -> None:
     """Cancel a job: a queued one now, a running one within seconds (a bulk job: all its shards)."""
-    from cnnq.workers.bulk import settle_parent
+    from cnnq.lifecycle.cancel import cancel_job
 
     with session_scope() as session:
         job = _job(session, job_id)
         before = job.status
-        job = request_cancel(session, job.id)
-        if count_by_status(session, job.id):
-            settle_parent(session, job.id)
-            session.refresh(job)
+    cancel_job(job.id)
     with session_scope() as session:
         job = _job(session, job.id)
         if as_json:
@@ -309,7 +313,7 @@ def retry_command(
     as_json: bool = typer.Option(False, "--json", help="Print the new job object as JSON."),
 ) -> None:
     """Submit a new job with the same spec, queue and priority."""
-    from cnnq.workers.submit import retry_job
+    from cnnq.lifecycle.submit import retry_job
 
     with session_scope() as session:
         old_id = _job(session, job_id).id

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from cnnq.cli.output import console, print_json
 from cnnq.errors import UserError
-from cnnq.models.describe import ModelSummary, describe_model
-from cnnq.models.recipes import recipe_for
-from cnnq.models.registry import ALIASES, ModelInfo, model_info, model_names
-from cnnq.models.weights import cached_weights_path
+
+if TYPE_CHECKING:  # the zoo imports torch: only the commands that use it pay for it
+    from cnnq.models.describe import ModelSummary
+    from cnnq.models.registry import ModelInfo
 
 _INPUT = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
@@ -32,10 +33,16 @@ def parse_input(text: str) -> tuple[int, int, int]:
 
 
 def _weights_file(info: ModelInfo) -> str | None:
+    from cnnq.models.weights import cached_weights_path
+
     return str(cached_weights_path(info.name)) if info.pretrained else None
 
 
 def _info_object(info: ModelInfo) -> dict[str, object]:
+    from cnnq.models.recipes import recipe_for
+    from cnnq.models.registry import ALIASES
+    from cnnq.models.weights import cached_weights_path
+
     weights_file = _weights_file(info)
     return {
         "name": info.name,
@@ -53,6 +60,8 @@ def _info_object(info: ModelInfo) -> dict[str, object]:
 
 
 def list_models(as_json: bool) -> None:
+    from cnnq.models.registry import model_info, model_names
+
     objects = [_info_object(model_info(name)) for name in model_names()]
     if as_json:
         print_json(objects)
@@ -148,6 +157,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Each layer's output shape, parameters and receptive field; totals of parameters, MACs and FLOPs."""
+        from cnnq.models.describe import describe_model
+        from cnnq.models.registry import model_info
+
         info = model_info(name)
         channels, side, _ = parse_input(input_shape) if input_shape else info.default_input
         if side < info.min_size:

@@ -101,11 +101,13 @@ def explain(
 ) -> None:
     """Score one image and write its Grad-CAM heatmap: where the model looked for the label."""
     from cnnq.cli.spec_options import resolve_model_from
-    from cnnq.data.decode import ImageDecodeError, load_image
+    from cnnq.data.decode import ImageDecodeError, ImageTooLarge, load_image
 
     model_file = resolve_model_from(model_from)
     try:
         picture = load_image(image.expanduser())
+    except ImageTooLarge as error:
+        raise UserError(error.advice(str(image))) from None
     except ImageDecodeError as error:
         raise UserError(f"{image}: {error.reason}; give a PNG, JPEG or DICOM image") from None
     if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):

@@ -14,9 +14,9 @@ from cnnq.db.status import JobStatus
 
 
 def _execute(spec: AnySpec, placement: Placement) -> None:
-    from cnnq.workers.execution import default_worker_name, execute_job
+    from cnnq.lifecycle.claim import default_worker_name, execute_job
+    from cnnq.lifecycle.queues import LOCAL_QUEUE
     from cnnq.workers.heartbeat import Heartbeat
-    from cnnq.workers.queues import LOCAL_QUEUE
 
     upgrade_database()
     with session_scope() as session:
@@ -28,7 +28,7 @@ def _execute(spec: AnySpec, placement: Placement) -> None:
             priority=placement.priority,
         ).id
     worker = default_worker_name()
-    heartbeat = Heartbeat(worker, registered=False, reap=False)
+    heartbeat = Heartbeat(worker, registered=False, sweep=False)
     heartbeat.job_id = job_id
     heartbeat.start()
     try:

@@ -19,6 +19,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from cnnq.errors import UserError, validation_message
+from cnnq.file_digest import file_sha256
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec
 from cnnq.models.recipes import RECIPE_FIELDS
 from cnnq.settings import get_settings
@@ -39,7 +40,7 @@ class Placement:
 Executor = Callable[[AnySpec, Placement], None]
 
 # Filled in by cnnq, not by the user.
-_INTERNAL = {"kind", "checkpoint", "paths", "calibration_paths"}
+_INTERNAL = {"kind", "checkpoint", "checkpoint_sha256", "paths", "calibration_paths"}
 # Required in the spec, but the CLI fills a default from the settings.
 _DEFAULTED = {"data_root"}
 
@@ -143,6 +144,7 @@ def build_spec(model: type[AnySpec], options: dict[str, Any]) -> AnySpec:
             options[key] = options[key].expanduser().absolute()
     if model is not TrainSpec:
         options["checkpoint"] = resolve_model_from(options["model_from"])
+        options["checkpoint_sha256"] = file_sha256(options["checkpoint"])  # the job loads these bytes only
     try:
         spec = model.model_validate(options)
     except ValidationError as error:

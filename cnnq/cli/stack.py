@@ -12,9 +12,12 @@ def up_command(
     as_json: bool = typer.Option(False, "--json", help="Print what was started as JSON."),
 ) -> None:
     """Start everything one machine needs in the background: database, Redis, workers, dashboard."""
+    from cnnq.dashboard.launch import refuse_open_exposure
     from cnnq.db.migrate import upgrade_database
+    from cnnq.settings import get_settings
     from cnnq.workers.local_stack import ensure_broker, ensure_dashboard, ensure_worker
 
+    refuse_open_exposure(get_settings().dashboard_host)  # before anything starts, not after the worker
     upgrade_database()
     started = [ensure_broker(), ensure_worker()]
     dashboard = ensure_dashboard()

@@ -13,10 +13,16 @@ from cnnq.db.session import session_scope
 
 
 def _execute(spec: AnySpec, placement: Placement) -> None:
-    from cnnq.workers.submit import Placement as Where
-    from cnnq.workers.submit import submit_job
+    from cnnq.db.outage import is_outage
+    from cnnq.lifecycle.submit import Placement as Where
+    from cnnq.lifecycle.submit import database_unavailable, submit_job
 
-    upgrade_database()
+    try:
+        upgrade_database()
+    except Exception as error:
+        if is_outage(error):
+            raise database_unavailable(error) from None
+        raise
     job_id = submit_job(spec, Where(queue=placement.queue, priority=placement.priority))
     if placement.wait:
         code = wait_for(job_id, as_json=placement.as_json)

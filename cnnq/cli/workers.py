@@ -32,7 +32,7 @@ def worker_command(
             cpu = True
     gpu_list = parse_gpus(gpus) if gpus is not None else []
     extra = [q.strip() for q in (queues or "").split(",") if q.strip()]
-    from cnnq.workers.queues import queue_for
+    from cnnq.lifecycle.queues import queue_for
 
     for queue in extra:
         queue_for("auto", queue)  # refuses a bad name
@@ -54,13 +54,15 @@ def workers_command(
     """Workers (host, pid, queues, GPU, last heartbeat) and how many jobs wait in each queue."""
     from datetime import timedelta
 
+    from cnnq.db.clock import read_db_now
     from cnnq.db.session import session_scope
     from cnnq.db.workers import list_workers, worker_state
-    from cnnq.workers.broker import broker_problem, queue_depths
-    from cnnq.workers.queues import CPU_QUEUE, DEFAULT_QUEUE, GPU_QUEUE
+    from cnnq.lifecycle.broker import broker_problem, queue_depths
+    from cnnq.lifecycle.queues import CPU_QUEUE, DEFAULT_QUEUE, GPU_QUEUE
 
     lost_after = timedelta(seconds=get_settings().lost_after_seconds)
     with session_scope() as session:
+        now = read_db_now(session)
         rows: list[dict[str, Any]] = [
             {
                 "name": w.name,
@@ -71,7 +73,7 @@ def workers_command(
                 "gpu_name": w.gpu_name,
                 "gpu_memory_mb": w.gpu_memory_mb,
                 "memory_mb": w.memory_mb,
-                "state": worker_state(w, lost_after),
+                "state": worker_state(w, lost_after, now),
                 "started_at": w.started_at.isoformat(),
                 "heartbeat_at": w.heartbeat_at.isoformat(),
             }

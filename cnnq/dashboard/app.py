@@ -2,7 +2,8 @@
 
 Each page is a script under `screens/` (a `pages/` folder would also be served by Streamlit's older
 file-based navigation, bypassing this one). The pages read the job database through
-`cnnq.dashboard.queries` and write only through the functions the CLI uses.
+`cnnq.dashboard.queries` and write only through the functions the CLI uses. With a dashboard
+password set, the login form comes before everything else (`cnnq.dashboard.login`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
+
+from cnnq.dashboard.login import logged_in, require_login
 
 SCREENS = Path(__file__).resolve().parent / "screens"
 
@@ -31,6 +34,8 @@ navigation = st.navigation(
         "Cluster": [
             st.Page(SCREENS / "workers.py", title="Workers", icon=":material/dns:", url_path="workers"),
         ],
-    }
+    },
+    position="sidebar" if logged_in() else "hidden",
 )
+require_login()  # stops here, before any page runs, until the session has logged in
 navigation.run()

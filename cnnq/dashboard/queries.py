@@ -13,6 +13,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import children_of, list_jobs
 from cnnq.db.records import MODEL_ARTIFACT, artifacts_of, last_metrics, metric_history
 from cnnq.db.status import JobStatus
@@ -292,7 +293,7 @@ def results_csv(predictions: pd.DataFrame) -> bytes:
 
 def workers_frame(session: Session, lost_after: timedelta) -> pd.DataFrame:
     """The workers that have registered, with their hardware and how recently they beat."""
-    now = utcnow()
+    now = read_db_now(session)
     rows = []
     for worker in list_workers(session, include_stopped=True):
         age = now - worker.heartbeat_at

@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 
 from PIL import Image
 
-from cnnq.data.decode import ImageDecodeError, load_image
+from cnnq.data.decode import ImageDecodeError, ImageTooLarge, load_image
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel
 from cnnq.jobs.gradcam import explain_image, overlay
@@ -41,7 +41,9 @@ def decode_upload(name: str, data: bytes) -> Image.Image:
         path = Path(directory) / f"upload{suffix if suffix in _KEPT_SUFFIXES else ''}"
         path.write_bytes(data)
         try:
-            return load_image(path)
+            return load_image(path)  # refuses an image over CNNQ_MAX_IMAGE_PIXELS from its header
+        except ImageTooLarge as error:
+            raise UserError(error.advice(name)) from None
         except ImageDecodeError as error:
             raise UserError(
                 f"{name} is not an image cnnq can read ({error.reason}); upload a PNG, JPEG or DICOM file"

@@ -22,7 +22,10 @@ class BatchSource(Protocol):
 
     num_samples: int
 
-    def batches(self, epoch: int | None) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def batches(self, epoch: int | None, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of a pass (`epoch` None: in order, unaugmented), from batch `skip` on (a run
+        resumed mid-epoch); they depend only on (seed, epoch)."""
+        ...
 
     def __len__(self) -> int: ...
 

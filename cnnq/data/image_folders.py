@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.dataloader import default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from cnnq.data.bundle import BatchFinisher
-from cnnq.data.decode import load_image
+from cnnq.data.decode import ImageDecodeError, load_image, open_image
 from cnnq.data.splits import batch_bounds, epoch_order
 from cnnq.data.transforms import image_to_uint8
 
@@ -62,15 +61,20 @@ def list_files(directory: Path, classes: list[str]) -> FileList:
 
 
 def unreadable_reason(path: str) -> str | None:
-    """Why PIL cannot read this image, or None when it can (the cheap check described above)."""
+    """Why PIL cannot read this image, or None when it can (the cheap check described above).
+
+    An image over `CNNQ_MAX_IMAGE_PIXELS` is refused from its header ("too large: WxH"), unread.
+    """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             if image.format == "PNG":
                 image.verify()
                 return None
             if image.format == "JPEG":
                 image.draft(image.mode, (1, 1))
             image.load()
+    except ImageDecodeError as error:
+        return error.reason
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
         message = str(error).replace(f" '{path}'", "").replace(path, "the file")
         return f"{type(error).__name__}: {message}"
@@ -153,19 +157,20 @@ class LoaderBatchSource:
     def __len__(self) -> int:
         return len(self.bounds)
 
-    def batches(self, epoch: int | None) -> Iterator[tuple[Tensor, Tensor]]:
-        if not self.bounds:
+    def batches(self, epoch: int | None, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        bounds = self.bounds[skip:]
+        if not bounds:
             return
         order = (
             list(range(self.num_samples))
             if epoch is None
             else epoch_order(self.num_samples, self.finisher.seed, epoch).tolist()
         )
-        self._sampler.batches = [order[start:end] for start, end in self.bounds]
+        self._sampler.batches = [order[start:end] for start, end in bounds]
         params = self.finisher.pass_params(self.num_samples, epoch)
         device = self.finisher.device
         non_blocking = device.type == "cuda"
-        for (start, _), batch in zip(self.bounds, self._loader, strict=True):
+        for (start, _), batch in zip(bounds, self._loader, strict=True):
             if batch is None:
                 continue
             images, labels = batch

@@ -90,15 +90,15 @@ class TensorBatchSource:
     def __len__(self) -> int:
         return len(self.bounds)
 
-    def batches(self, epoch: int | None) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, epoch: int | None, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         finish = self.finisher.finish
         if epoch is None:
-            for start, end in self.bounds:
+            for start, end in self.bounds[skip:]:
                 yield finish(self.images[start:end], None), self.labels[start:end]
             return
         order = epoch_order(self.num_samples, self.finisher.seed, epoch).to(self.finisher.device)
         params = self.finisher.pass_params(self.num_samples, epoch)
-        for start, end in self.bounds:
+        for start, end in self.bounds[skip:]:
             index = order[start:end]
             batch_params = params[start:end] if params is not None else None
             yield finish(self.images[index], batch_params), self.labels[index]

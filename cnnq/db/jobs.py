@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
+from cnnq.db.clock import db_ago, db_now
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus, check_transition, sources_of
 from cnnq.db.tables import Job, utcnow
 
@@ -89,13 +90,12 @@ def transition(
     """
     job = get_job(session, job_id)
     check_transition(job_id, job.status, target)
-    now = utcnow()
     values: dict[str, Any] = {"status": target, **fields}
     if target == JobStatus.RUNNING:
-        values.setdefault("started_at", now)
-        values.setdefault("heartbeat_at", now)
+        values.setdefault("started_at", db_now())
+        values.setdefault("heartbeat_at", db_now())
     if target in FINISHED:
-        values.setdefault("finished_at", now)
+        values.setdefault("finished_at", db_now())
         if target == JobStatus.SUCCEEDED:
             values.setdefault("progress", 1.0)
     conditions = [Job.id == job_id, Job.status.in_(sources_of(target))]
@@ -181,20 +181,23 @@ def count_by_status(session: Session, parent_id: str) -> dict[JobStatus, int]:
 
 
 def lost_jobs(session: Session, lost_after: timedelta) -> list[Job]:
-    """Running jobs whose heartbeat stopped: their worker died. (A bulk parent never beats itself.)"""
-    cutoff = utcnow() - lost_after
-    return list(
-        session.scalars(
-            select(Job).where(
-                Job.status == JobStatus.RUNNING,
-                Job.heartbeat_at.is_not(None),
-                Job.heartbeat_at < cutoff,
-            )
-        )
-    )
+    """Running jobs whose heartbeat stopped, by the database's clock: their worker died.
+    (A bulk parent never beats itself: its heartbeat is null.)"""
+    return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, stale(lost_after))))
 
 
-def is_lost(job: Job, lost_after: timedelta, now: datetime | None = None) -> bool:
+def stale(lost_after: timedelta) -> ColumnElement[bool]:
+    """The condition `this running job's worker stopped beating`, on the database's clock."""
+    return Job.heartbeat_at.is_not(None) & (Job.heartbeat_at < db_ago(lost_after.total_seconds()))
+
+
+def is_lost(job: Job, lost_after: timedelta, now: datetime) -> bool:
+    """For reports: `now` is the database's time (`read_db_now`), never this host's."""
     if job.status != JobStatus.RUNNING or job.heartbeat_at is None:
         return False
-    return (now or utcnow()) - job.heartbeat_at > lost_after
+    return now - job.heartbeat_at > lost_after
+
+
+def bulk_id_of(job: Job) -> str:
+    """The job whose predictions this one writes: the resumed job, the bulk parent, or itself."""
+    return job.spec.get("resume") or job.parent_id or job.id

@@ -167,15 +167,27 @@ def prediction_counts(session: Session, bulk_id: str, positive_label: str | None
 
 
 def model_file_of(session: Session, job: Job) -> Path:
-    """The trained model a finished training job left, or a one-line refusal."""
+    """The trained model a SUCCEEDED training job left, or a one-line refusal.
+
+    The one check behind every `--model-from JOB` (submit, run, explain, the dashboard's X-ray check).
+    A job still running already has a `best.pt` model artifact, replaced at every better epoch and
+    at the end: taking it would score one bulk job with two sets of weights, so only a SUCCEEDED
+    job's model is taken.
+    """
+    if job.kind != "train":
+        raise UserError(f"--model-from: job {job.id} is a {job.kind} job; name a training job")
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        raise UserError(
+            f"--model-from: job {job.id} is {job.status}; its model is ready once it has SUCCEEDED "
+            f"(`cnnq wait {job.id}`)"
+        )
+    if job.status != JobStatus.SUCCEEDED:
+        raise UserError(
+            f"--model-from: job {job.id} is {job.status}; only a SUCCEEDED training job's model is used "
+            f"(`cnnq retry {job.id}` trains it again)"
+        )
     artifact = find_artifact(session, job.id, MODEL_ARTIFACT)
     if artifact is None:
-        if job.kind != "train":
-            raise UserError(f"--model-from: job {job.id} is a {job.kind} job; name a training job")
-        if job.status != JobStatus.SUCCEEDED:
-            raise UserError(
-                f"--model-from: job {job.id} is {job.status}; its model is ready once it has SUCCEEDED"
-            )
         raise UserError(f"--model-from: job {job.id} left no model file")
     path = Path(artifact.uri)
     if not path.is_file():

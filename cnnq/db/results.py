@@ -15,11 +15,10 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from cnnq.atomic_file import atomic_file
-from cnnq.db.jobs import children_of, get_job
+from cnnq.db.jobs import bulk_id_of, children_of, get_job
 from cnnq.db.tables import Job, Prediction
 from cnnq.errors import UserError
 from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
-from cnnq.workers.bulk import bulk_id_of
 
 Only = Literal["positive", "flagged"]
 _TOP_REASONS = 10

@@ -72,6 +72,10 @@ class Job(Base):
     queue: Mapped[str] = mapped_column(String(64))
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """Attempts spent: claims by a worker, less those given back by a graceful stop."""
+    claims: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Times the job was claimed: the fencing token. A job process writes only while the row still
+    holds the claim it made; a later claim supersedes it."""
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)
     error_type: Mapped[str | None] = mapped_column(String(200))
@@ -85,6 +89,13 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    """The running job's worker beat (database clock); stale: the worker is lost."""
+    progress_at: Mapped[datetime | None]
+    """The job process's last report (database clock); stale: the job is stalled."""
+    claimed_at: Mapped[datetime | None]
+    """When the current claim began (database clock): a per-job `--timeout` counts from it."""
+    sent_at: Mapped[datetime | None]
+    """When its message was last sent (database clock); null: a queued job whose message is yet to go."""
 
 
 class Metric(Base):

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cnnq.db.tables import Worker, utcnow
+from cnnq.db.clock import db_now
+from cnnq.db.tables import Worker
 
 
 def register_worker(session: Session, name: str, **fields: Any) -> None:
     """Insert or replace the row of worker `name` (a restarted worker keeps its node name)."""
-    now = utcnow()
     worker = session.get(Worker, name)
     if worker is None:
         worker = Worker(name=name, **fields)
@@ -21,8 +21,8 @@ def register_worker(session: Session, name: str, **fields: Any) -> None:
     else:
         for key, value in fields.items():
             setattr(worker, key, value)
-    worker.started_at = now
-    worker.heartbeat_at = now
+    worker.started_at = db_now()  # type: ignore[assignment]
+    worker.heartbeat_at = db_now()  # type: ignore[assignment]
     worker.stopped_at = None
     session.flush()
 
@@ -31,7 +31,7 @@ def beat_worker(session: Session, name: str) -> None:
     session.execute(
         update(Worker)
         .where(Worker.name == name)
-        .values(heartbeat_at=utcnow())
+        .values(heartbeat_at=db_now())
         .execution_options(synchronize_session=False)
     )
 
@@ -40,7 +40,7 @@ def stop_worker(session: Session, name: str) -> None:
     session.execute(
         update(Worker)
         .where(Worker.name == name)
-        .values(stopped_at=utcnow())
+        .values(stopped_at=db_now())
         .execution_options(synchronize_session=False)
     )
 
@@ -52,10 +52,10 @@ def list_workers(session: Session, *, include_stopped: bool = False) -> list[Wor
     return list(session.scalars(query))
 
 
-def worker_state(worker: Worker, lost_after: timedelta, now: datetime | None = None) -> str:
-    """`up`, `lost` (stopped beating without saying goodbye) or `stopped`."""
+def worker_state(worker: Worker, lost_after: timedelta, now: datetime) -> str:
+    """`up`, `lost` (stopped beating without saying goodbye) or `stopped`; `now` on the database's clock."""
     if worker.stopped_at is not None:
         return "stopped"
-    if (now or utcnow()) - worker.heartbeat_at > lost_after:
+    if now - worker.heartbeat_at > lost_after:
         return "lost"
     return "up"

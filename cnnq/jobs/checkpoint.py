@@ -11,9 +11,11 @@ pickled code. Two formats live here:
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,30 +24,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnq.atomic_file import atomic_path
 from cnnq.errors import UserError
 
 MODEL_FORMAT = "cnnq-model/1"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `path` atomically: a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def save_checkpoint(
+    path: Path, state: dict[str, Any], before_replace: Callable[[], None] | None = None
+) -> Path:
+    """Write `state` to `path` atomically: a reader sees the old file or the new one, never half.
+    `before_replace` may raise to keep the old file (a run that no longer owns its job)."""
+    with atomic_path(path, before_replace) as temporary, open(temporary, "wb") as file:
+        torch.save(state, file)
+        file.flush()
+        os.fsync(file.fileno())
     return path
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, device: torch.device | str = "cpu", *, data: bytes | None = None
+) -> dict[str, Any]:
+    """The checkpoint at `path`; from `data` instead when the caller has read (and hashed) its bytes."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path if data is None else io.BytesIO(data), map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file; give a model written by a cnnq training job") from None
     except Exception as error:
@@ -154,16 +156,42 @@ class ModelInfo:
         )
 
 
-def save_model_file(path: Path, model: nn.Module, info: ModelInfo) -> Path:
+def save_model_file(
+    path: Path, model: nn.Module, info: ModelInfo, before_replace: Callable[[], None] | None = None
+) -> Path:
     state_dict = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     return save_checkpoint(
-        path, {"format": MODEL_FORMAT, "state_dict": state_dict, "metadata": info.as_dict()}
+        path, {"format": MODEL_FORMAT, "state_dict": state_dict, "metadata": info.as_dict()}, before_replace
     )
 
 
-def read_model_file(path: Path) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
-    """The metadata and weights of a model file, on the CPU (cheap: no model is built)."""
-    state = load_checkpoint(path)
+class ModelFileChanged(UserError):
+    """The model file is not the one the job was submitted with (its sha256 differs)."""
+
+
+def read_model_bytes(path: Path, expected_sha256: str | None = None) -> tuple[bytes, str]:
+    """A model file's bytes and their sha256, from one read: whatever loads the model from these bytes
+    and names things by this digest (the ONNX cache) sees one version of the file, even if a writer
+    replaces it meanwhile. With `expected_sha256`, a file that has changed since is refused."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; give a model written by a cnnq training job") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the model file ({error.strerror or error})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ModelFileChanged(
+            f"{path} has changed since this job was submitted (sha256 {expected_sha256[:12]} then, "
+            f"{digest[:12]} now); submit the job again to use the model as it is now"
+        )
+    return data, digest
+
+
+def read_model_file(path: Path, *, data: bytes | None = None) -> tuple[ModelInfo, dict[str, torch.Tensor]]:
+    """The metadata and weights of a model file, on the CPU (cheap: no model is built); from `data`
+    when the caller has read its bytes already."""
+    state = load_checkpoint(path, data=data)
     if state.get("format") != MODEL_FORMAT:
         raise UserError(
             f"{path}: not a cnnq model file; give the `model` artifact (best.pt) of a training job"
@@ -182,6 +210,8 @@ class LoadedModel:
     info: ModelInfo
     path: Path
     device: torch.device
+    sha256: str = ""
+    """The sha256 of the very bytes the model was loaded from ("" for a model not read from a file)."""
 
     @property
     def name(self) -> str:
@@ -224,15 +254,21 @@ class LoadedModel:
         return self.info.data_root
 
 
-def load_model_file(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+def load_model_file(
+    path: Path, device: torch.device | str = "cpu", *, expected_sha256: str | None = None
+) -> LoadedModel:
+    """The model in the file, loaded from the bytes its `sha256` is of (one read of the file).
+    `expected_sha256` (the digest a job was submitted with): refuse a file that has changed since."""
     from cnnq.models.registry import build_model
 
     path = Path(path)
-    info, state_dict = read_model_file(path)
+    data, digest = read_model_bytes(path, expected_sha256)
+    info, state_dict = read_model_file(path, data=data)
+    del data
     model = build_model(
         info.model, in_channels=info.in_channels, image_size=info.image_size, num_classes=info.num_classes
     )
     model.load_state_dict(state_dict)
     device = torch.device(device)
     model.to(device).eval()
-    return LoadedModel(model=model, info=info, path=path, device=device)
+    return LoadedModel(model=model, info=info, path=path, device=device, sha256=digest)

@@ -25,7 +25,7 @@ from sklearn.metrics import (
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel, load_model_file
 from cnnq.jobs.device import configure_threads, pick_device
-from cnnq.jobs.reporter import Reporter, check_cancel
+from cnnq.jobs.reporter import Reporter
 from cnnq.jobs.spec import EvalSpec
 from cnnq.settings import get_settings
 
@@ -41,7 +41,7 @@ def evaluate_job(spec: EvalSpec, workdir: Path, reporter: Reporter) -> dict[str,
     configure_threads()
     device = pick_device(spec.device)
     workdir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model_file(spec.checkpoint, device)
+    loaded = load_model_file(spec.checkpoint, device, expected_sha256=spec.checkpoint_sha256)
     request = data_request(spec, loaded)
     reporter.progress(0.0, f"loading {request.dataset}")
     bundle = load_dataset(request, device)
@@ -118,7 +118,7 @@ def predict(loaded: LoadedModel, source: Any, reporter: Reporter) -> tuple[np.nd
         labels_out.append(labels)
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + every
-            check_cancel(reporter)
+            reporter.check_stop()
             reporter.progress(0.05 + 0.9 * (index + 1) / total)
     if not labels_out:
         raise UserError("the split has no images; check --limit and the dataset")

@@ -26,7 +26,7 @@ from cnnq.jobs.engines import Engine, make_engine
 from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
 from cnnq.jobs.inputs import list_inputs, spread_sample
 from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
-from cnnq.jobs.reporter import PredictionRow, Reporter, check_cancel
+from cnnq.jobs.reporter import PredictionRow, Reporter
 from cnnq.jobs.spec import InferSpec
 
 __all__ = ["Decision", "infer_job", "list_inputs"]
@@ -141,7 +141,7 @@ class _CancellableScorer:
         parts = []
         start = 0
         while start < len(images):
-            check_cancel(self.reporter)
+            self.reporter.check_stop()
             if self.seconds_per_image is None:
                 size = min(len(images), 4)  # a first, small slice measures the engine's speed
             else:
@@ -179,7 +179,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     todo = [path for path in inputs if path not in done]
     threads = configure_threads()
     device = pick_device(spec.device)
-    loaded = load_model_file(spec.checkpoint, device)
+    loaded = load_model_file(spec.checkpoint, device, expected_sha256=spec.checkpoint_sha256)
     decision = Decision.for_model(loaded, spec.threshold)
     workdir.mkdir(parents=True, exist_ok=True)
     log = _CsvLog(workdir / WORKDIR_CSV, decision.classes)
@@ -233,7 +233,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
                 record(_batch_rows(batch, sample, preprocessing, decision, engine.prepare, engine.device))
             score = _CancellableScorer(engine, reporter)
             for batch in batches:
-                check_cancel(reporter)
+                reporter.check_stop()
                 record(_batch_rows(batch, rest, preprocessing, decision, score, engine.device))
         else:
             reporter.log(f"all {len(inputs)} inputs already have a row; nothing to score")

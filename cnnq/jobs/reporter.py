@@ -2,7 +2,7 @@
 
 A job never imports Celery or SQLAlchemy: progress, metrics, artifacts, predictions, log lines and
 the cancel check all go through a `Reporter`. Workers pass one that writes to SQL
-(`cnnq.workers.sql_reporter`); tests pass a `RecordingReporter`.
+(`cnnq.lifecycle.sql_reporter`); tests pass a `RecordingReporter`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 
-class JobCancelled(Exception):
-    """Raised inside a job when its cancel check says stop; the job ends CANCELLED."""
+class JobStopped(Exception):
+    """Raised inside a job by `Reporter.check_stop`: the job must stop now. Why decides how it ends."""
+
+
+class JobCancelled(JobStopped):
+    """Someone asked the job to stop: it ends CANCELLED."""
+
+
+class JobInterrupted(JobStopped):
+    """Its worker is stopping (SIGTERM, Ctrl-C): the job goes back to the queue, its attempt not spent,
+    and resumes from its checkpoint on the next worker."""
+
+
+class JobSuperseded(JobStopped):
+    """This run no longer owns its job (it was re-queued and claimed again elsewhere): it writes nothing
+    more, no row and no file."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +71,13 @@ class Reporter(Protocol):
     def done_inputs(self, inputs: Sequence[str]) -> set[str]:
         """Which of these inputs already have a prediction row (a re-delivered shard skips them)."""
 
-    def cancel_requested(self) -> bool:
-        """True once someone asked this job to stop. Cheap to call often: implementations throttle."""
+    def check_stop(self) -> None:
+        """Raise a `JobStopped` once the job must stop. Cheap to call every batch: it is throttled."""
 
-
-def check_cancel(reporter: Reporter) -> None:
-    if reporter.cancel_requested():
-        raise JobCancelled("cancelled on request")
+    def check_owner(self) -> None:
+        """Raise `JobSuperseded` unless this run still owns its job; not throttled. Called right before a
+        file replaces another (a checkpoint, the model), so a superseded run never replaces the current
+        run's files."""
 
 
 @dataclass
@@ -104,8 +118,12 @@ class RecordingReporter:
     def done_inputs(self, inputs: Sequence[str]) -> set[str]:
         return {i for i in inputs if i in self.rows}
 
-    def cancel_requested(self) -> bool:
-        return self.cancel_after is not None and time.monotonic() - self._started >= self.cancel_after
+    def check_stop(self) -> None:
+        if self.cancel_after is not None and time.monotonic() - self._started >= self.cancel_after:
+            raise JobCancelled("cancelled on request")
+
+    def check_owner(self) -> None:
+        """A job run without a queue always owns itself."""
 
     def history(self) -> list[dict[str, float]]:
         """One object per step, as the job object's `history`."""

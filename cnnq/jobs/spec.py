@@ -38,6 +38,9 @@ class _Spec(BaseModel):
     num_workers: int = Field(
         2, ge=0, le=64, description="DataLoader worker processes for folder and X-ray sets."
     )
+    timeout: float | None = Field(
+        None, gt=0, description="Stop the job and fail it (Timeout) if one attempt runs longer, in seconds."
+    )
 
 
 class _DataOptions(BaseModel):
@@ -115,6 +118,9 @@ class EvalSpec(_Spec):
     kind: Literal["eval"] = "eval"
     model_from: str = Field(description="The training job whose best model to evaluate.")
     checkpoint: Path = Field(description="That model's file (resolved from --model-from at submit).")
+    checkpoint_sha256: str | None = Field(
+        None, description="That file's sha256 at submit; the job refuses the file if it has changed since."
+    )
     dataset: DatasetName | None = Field(None, description="Default: the dataset the model was trained on.")
     data_root: Path | None = None
     image_size: int | None = Field(None, ge=8, le=1024)
@@ -128,6 +134,7 @@ class InferSpec(_Spec):
     kind: Literal["infer"] = "infer"
     model_from: str
     checkpoint: Path
+    checkpoint_sha256: str | None = None
     input: str = Field(description="A file, a folder (recursive), a glob, or a text file listing paths.")
     paths: list[str] | None = Field(None, description="This shard's inputs (set by cnnq for bulk jobs).")
     calibration_paths: list[str] | None = Field(

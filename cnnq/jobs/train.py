@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from cnnq.jobs.checkpoint import (
     save_model_file,
 )
 from cnnq.jobs.device import PrecisionPlan, autocast, configure_threads, pick_device, plan_precision
-from cnnq.jobs.reporter import Reporter, check_cancel
+from cnnq.jobs.reporter import JobInterrupted, Reporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.settings import get_settings
 
@@ -102,40 +102,54 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     last_path, best_path = workdir / LAST, workdir / BEST
     if last_path.exists():
         state = resume(last_path, spec, model, optimizer, scheduler, scaler, device)
-        reporter.log(f"resuming from {last_path} after epoch {state.epoch}")
-    progress.done = state.epoch * len(bundle.train)
+        within = f", batch {state.batches_done} of epoch {state.epoch + 1}" if state.batches_done else ""
+        reporter.log(f"resuming from {last_path} after epoch {state.epoch}{within}")
+    progress.done = state.epoch * len(bundle.train) + state.batches_done
 
     for epoch in range(state.epoch + 1, spec.epochs + 1):
         if state.stopped_early:
             break
         started = time.perf_counter()
         model.train()
-        tally = EpochTally()
-        for images, labels in bundle.train.batches(epoch):
-            if spec.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, plan):
-                outputs = model(images)
-                loss = criterion(outputs, labels)
-            optimizer.zero_grad(set_to_none=True)
-            if plan.scaled:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            scheduler.step()
-            tally.add(loss, outputs, labels)
-            progress.batch(epoch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds = time.perf_counter() - started
-        seen = tally.seen
-        train_loss, train_accuracy = tally.result()
-        val_loss, val_accuracy = evaluate_batches(
-            model, bundle.val.batches(None), criterion, device, plan, progress.poll
-        )
+        tally, batch = EpochTally(state.carried), state.batches_done  # both zero unless resumed mid-epoch
+        try:
+            for images, labels in bundle.train.batches(epoch, skip=batch):
+                if spec.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast(device, plan):
+                    outputs = model(images)
+                    loss = criterion(outputs, labels)
+                optimizer.zero_grad(set_to_none=True)
+                if plan.scaled:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                scheduler.step()
+                tally.add(loss, outputs, labels)
+                batch += 1
+                progress.batch(epoch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            train_seconds = time.perf_counter() - started
+            seen = tally.seen
+            train_loss, train_accuracy = tally.result()
+            val_loss, val_accuracy = evaluate_batches(
+                model, bundle.val.batches(None), criterion, device, plan, progress.poll
+            )
+        except JobInterrupted:
+            # Its worker is stopping: keep the epoch so far, and the next worker carries on from this batch.
+            stopped = replace(state, batches_done=batch, carried=tally.totals())
+            save_checkpoint(
+                last_path,
+                checkpoint_state(spec, stopped, model, optimizer, scheduler, scaler),
+                reporter.check_owner,
+            )
+            reporter.log(f"stopping in epoch {epoch} after batch {batch} of {len(bundle.train)}; saved")
+            raise
+        state.batches_done, state.carried = 0, (0.0, 0, 0)
         epoch_metrics = {
             "train_loss": train_loss,
             "train_accuracy": train_accuracy,
@@ -145,6 +159,8 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
             "images_per_second": seen / train_seconds,
             "epoch_seconds": time.perf_counter() - started,
         }
+        if not seen:  # resumed after its training pass: no images were trained here
+            del epoch_metrics["images_per_second"]
         reporter.metrics(epoch, epoch_metrics)
 
         state.epoch = epoch
@@ -153,9 +169,13 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         if improved or val_accuracy == state.best_val_accuracy:  # among equals, the later (more trained)
             state.best_val_accuracy = val_accuracy
             state.best_epoch = epoch
-            reporter.artifact(MODEL_ARTIFACT, save_model_file(best_path, model, info))
+            reporter.artifact(MODEL_ARTIFACT, save_model_file(best_path, model, info, reporter.check_owner))
         state.stopped_early = spec.patience is not None and state.epochs_without_improvement >= spec.patience
-        save_checkpoint(last_path, checkpoint_state(spec, state, model, optimizer, scheduler, scaler))
+        save_checkpoint(
+            last_path,
+            checkpoint_state(spec, state, model, optimizer, scheduler, scaler),
+            reporter.check_owner,
+        )
         reporter.artifact(CHECKPOINT_ARTIFACT, last_path)
         progress.epoch_done(epoch, epoch_metrics)
         if state.stopped_early:
@@ -166,9 +186,11 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
 
 class EpochTally:
     """Training loss and accuracy of an epoch, kept as the batches' own tensors and summed at its end:
-    no extra kernel per batch beyond one argmax, and no device sync."""
+    no extra kernel per batch beyond one argmax, and no device sync. `carried` holds the totals of the
+    batches an interrupted run of this epoch already trained."""
 
-    def __init__(self) -> None:
+    def __init__(self, carried: tuple[float, int, int] = (0.0, 0, 0)) -> None:
+        self.carried = carried
         self.losses: list[torch.Tensor] = []
         self.predicted: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
@@ -180,14 +202,22 @@ class EpochTally:
         self.labels.append(labels)
         self.seen += len(labels)
 
+    def totals(self) -> tuple[float, int, int]:
+        """(summed loss, correct, images), the carried batches included."""
+        loss_sum, correct, seen = self.carried
+        if self.seen:
+            sizes = torch.tensor([len(labels) for labels in self.labels], device=self.losses[0].device)
+            loss_sum += (torch.stack(self.losses).float() * sizes).sum().item()
+            correct += int((torch.cat(self.predicted) == torch.cat(self.labels)).sum().item())
+            seen += self.seen
+        return loss_sum, correct, seen
+
     def result(self) -> tuple[float, float]:
         """(mean loss per image, accuracy); NaN for an epoch without batches."""
-        if not self.seen:
+        loss_sum, correct, seen = self.totals()
+        if not seen:
             return float("nan"), float("nan")
-        sizes = torch.tensor([len(labels) for labels in self.labels], device=self.losses[0].device)
-        loss = (torch.stack(self.losses).float() * sizes).sum().item() / self.seen
-        correct = (torch.cat(self.predicted) == torch.cat(self.labels)).sum().item()
-        return loss, correct / self.seen
+        return loss_sum / seen, correct / seen
 
 
 @dataclass
@@ -199,6 +229,10 @@ class TrainState:
     best_epoch: int = 0
     epochs_without_improvement: int = 0
     stopped_early: bool = False
+    batches_done: int = 0
+    """Batches of the next epoch already trained (a run stopped mid-epoch by its worker)."""
+    carried: tuple[float, int, int] = (0.0, 0, 0)
+    """Those batches' `EpochTally.totals()`."""
 
 
 class Progress:
@@ -222,14 +256,14 @@ class Progress:
         now = time.monotonic()
         if now >= self.next_check:
             self.next_check = now + self.every
-            check_cancel(self.reporter)
+            self.reporter.check_stop()
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         self.reporter.progress(
             self.done / self.total,
             f"epoch {epoch}: val_accuracy {metrics['val_accuracy']:.4f}, val_loss {metrics['val_loss']:.4f}",
         )
-        check_cancel(self.reporter)
+        self.reporter.check_stop()
 
 
 def data_request(spec: TrainSpec) -> Any:
@@ -383,6 +417,8 @@ def checkpoint_state(
         "best_epoch": state.best_epoch,
         "epochs_without_improvement": state.epochs_without_improvement,
         "stopped_early": state.stopped_early,
+        "batches_done": state.batches_done,
+        "carried": list(state.carried),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -408,12 +444,15 @@ def resume(
     scheduler.load_state_dict(saved["scheduler"])
     scaler.load_state_dict(saved["scaler"])
     restore_rng_states(saved["rng"])
+    carried = saved.get("carried", (0.0, 0, 0))
     return TrainState(
         epoch=int(saved["epoch"]),
         best_val_accuracy=float(saved["best_val_accuracy"]),
         best_epoch=int(saved["best_epoch"]),
         epochs_without_improvement=int(saved["epochs_without_improvement"]),
         stopped_early=bool(saved["stopped_early"]),
+        batches_done=int(saved.get("batches_done", 0)),
+        carried=(float(carried[0]), int(carried[1]), int(carried[2])),
     )
 
 
@@ -464,7 +503,9 @@ def finish(
         )
         reporter.log(f"decision threshold for {info.positive_class}: {threshold:.4f} (on the validation set)")
         best_info = ModelInfo.from_dict(best.info.as_dict() | {"threshold": threshold})
-        reporter.artifact(MODEL_ARTIFACT, save_model_file(best_path, best.model, best_info))
+        reporter.artifact(
+            MODEL_ARTIFACT, save_model_file(best_path, best.model, best_info, reporter.check_owner)
+        )
         summary["threshold"] = threshold
     elif wants_threshold:
         reporter.log(f"--threshold ignored: {len(info.classes)} classes, thresholds are for two")

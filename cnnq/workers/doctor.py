@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 
-from cnnq.settings import get_settings, mask_url
+from cnnq.settings import get_settings, mask_url, url_secrets
 
 
 @dataclass(frozen=True)
@@ -19,15 +19,14 @@ class Check:
 
 
 def _scrub(text: str, url: str) -> str:
-    """Error text with the URL's password removed, whatever the library put in it."""
-    from urllib.parse import urlsplit
-
-    password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
+    """Error text with the URL's secrets removed, whatever the library put in it."""
+    for secret in sorted(url_secrets(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def check_broker() -> Check:
-    from cnnq.workers.broker import broker_problem
+    from cnnq.lifecycle.broker import broker_problem
 
     url = get_settings().broker_url
     problem = broker_problem(url)

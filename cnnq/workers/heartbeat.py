@@ -1,18 +1,25 @@
-"""The beat of a worker process: its own row, the job it runs, and reaping jobs whose worker died."""
+"""The beat of a worker process: its own row, the job it runs, and the sweep (`cnnq.lifecycle.sweep`).
+
+All on the database's clock. A worker judges others' heartbeats only after `CNNQ_LOST_AFTER_SECONDS` of
+unbroken contact with the database: after an outage every heartbeat is old, and the workers that beat
+them deserve the time to beat again before anyone re-queues their jobs.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import update
 
+from cnnq.db.clock import db_now
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, utcnow
+from cnnq.db.tables import Job
 from cnnq.db.workers import beat_worker
+from cnnq.lifecycle.sweep import Sweeper
 from cnnq.settings import get_settings
-from cnnq.workers.reaper import reap_lost_jobs
 
 log = logging.getLogger(__name__)
 
@@ -22,29 +29,31 @@ def beat_job(job_id: str, worker: str) -> None:
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.worker == worker)
-            .values(heartbeat_at=utcnow())
+            .values(heartbeat_at=db_now())
             .execution_options(synchronize_session=False)
         )
 
 
 class Heartbeat(threading.Thread):
-    """Every `heartbeat_seconds`: beat the worker row (if registered) and the current job, then reap."""
+    """Every `heartbeat_seconds`: beat the worker row (if registered) and the current job, then sweep."""
 
-    def __init__(self, worker: str, *, registered: bool, reap: bool) -> None:
+    def __init__(self, worker: str, *, registered: bool, sweep: bool) -> None:
         super().__init__(name="cnnq-heartbeat", daemon=True)
         self.worker = worker
         self.registered = registered
-        self.reap = reap
+        self.sweeper = Sweeper() if sweep else None
         self.job_id: str | None = None
         self._stop_event = threading.Event()
+        self._contact_since: float | None = time.monotonic()
 
     def run(self) -> None:
         interval = get_settings().heartbeat_seconds
         while not self._stop_event.wait(interval):
             try:
                 self.beat()
-            except Exception:
-                log.exception("heartbeat failed; trying again in %.1fs", interval)
+            except Exception as error:
+                self._contact_since = None
+                log.warning("heartbeat failed (%s); trying again in %.1fs", error, interval)
 
     def beat(self) -> None:
         job_id = self.job_id
@@ -53,8 +62,11 @@ class Heartbeat(threading.Thread):
         if self.registered:
             with session_scope() as session:
                 beat_worker(session, self.worker)
-        if self.reap:
-            reap_lost_jobs()
+        now = time.monotonic()
+        self._contact_since = self._contact_since or now
+        if self.sweeper is not None:
+            in_touch = now - self._contact_since >= get_settings().lost_after_seconds
+            self.sweeper.sweep(reap=in_touch)
 
     def stop(self) -> None:
         self._stop_event.set()

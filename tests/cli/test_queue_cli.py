@@ -14,7 +14,8 @@ from cnnq.db.records import append_log, record_metrics
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job
-from cnnq.workers.queues import priority_keys
+from cnnq.lifecycle.queues import priority_keys
+from cnnq.settings import reload_settings
 
 COMMANDS = [
     [],
@@ -89,10 +90,25 @@ def test_a_bad_submit_is_refused_with_one_line_and_nothing_queued(  # type: igno
 def test_a_dead_broker_is_refused_with_a_masked_url(cli, use_settings, mnist_root: Path) -> None:  # type: ignore[no-untyped-def]
     use_settings(CNNQ_BROKER_URL="redis://:topsecret@127.0.0.1:1/0")
     result = cli(*train_args(mnist_root))
-    assert result.code == 2
+    assert result.code == 1  # a service that does not answer, not a refused input
     assert "topsecret" not in result.stderr and "redis://:***@127.0.0.1:1/0" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert job_count() == 0
+
+
+def test_a_database_that_does_not_answer_is_one_line_and_nothing_is_queued(  # type: ignore[no-untyped-def]
+    cli, use_settings, broker_url: str, mnist_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_settings(CNNQ_BROKER_URL=broker_url)
+    monkeypatch.setenv("CNNQ_DATABASE_URL", "postgresql+psycopg://cnnq:s3cret@127.0.0.1:1/cnnq")
+    reload_settings()
+    result = cli(*train_args(mnist_root))
+    assert result.code == 1, result.stderr
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line
+    assert "the database postgresql+psycopg://cnnq:***@127.0.0.1:1/cnnq does not answer" in line
+    assert "s3cret" not in line
+    assert waiting(broker_url) == 0
 
 
 def test_submit_json_show_jobs_and_queue_depths(cli, env, mnist_root: Path) -> None:  # type: ignore[no-untyped-def]

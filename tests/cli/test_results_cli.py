@@ -18,6 +18,7 @@ from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import train_job
 from tests.sample_data import make_chest_xray
+from tests.sample_poison import write_huge_png
 
 BROKEN = {"empty.png": "empty file", "notes.txt": "not an image: text file"}
 
@@ -137,6 +138,12 @@ def test_explain_writes_a_heatmap_over_the_image(cli, cnnq_env, trained, tmp_pat
     assert broken.code == 2 and "not an image: text file" in broken.stderr
     wrong = cli("explain", image, "--model-from", model, "--out", tmp_path / "y.png", "--class", "CAT")
     assert wrong.code == 2 and "NORMAL, PNEUMONIA" in wrong.stderr
+
+    huge = write_huge_png(tmp_path / "huge.png", 13000, 13000)
+    refused = cli("explain", huge, "--model-from", model, "--out", tmp_path / "z.png")
+    assert refused.code == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "too large: 13000x13000" in refused.stderr and "CNNQ_MAX_IMAGE_PIXELS" in refused.stderr
+    assert not (tmp_path / "z.png").exists()
 
 
 def test_show_says_which_engine_scored_and_how(cli, infer_job_id: str) -> None:  # type: ignore[no-untyped-def]

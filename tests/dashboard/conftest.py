@@ -58,7 +58,7 @@ def _cnnq_json(*args: str) -> dict:
 def _fill(root: Path, broker_url: str) -> FilledDatabase:
     from cnnq.db.jobs import children_of, create_job
     from cnnq.db.session import session_scope
-    from cnnq.workers.execution import execute_job
+    from cnnq.lifecycle.claim import execute_job
 
     xray_root = root / "xray"
     chest = make_chest_xray(xray_root)

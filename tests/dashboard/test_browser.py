@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -58,12 +59,10 @@ def _wait_until_healthy(url: str, server: subprocess.Popen[bytes], log: Path, se
     raise AssertionError(f"cnnq dashboard did not answer within {seconds}s:\n{log.read_text()}")
 
 
-@pytest.fixture
-def dashboard_url(filled_database: FilledDatabase, tmp_path: Path) -> Iterator[str]:
-    """`cnnq dashboard --port P` in its own process, on a copy of the filled database."""
-    env = {**os.environ, **copy_env(filled_database, tmp_path)}
+@contextmanager
+def served_dashboard(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    """`cnnq dashboard --port P` in its own process with `env`, until the block ends: (URL, pid)."""
     port = free_port()
-    log = tmp_path / "dashboard.log"
     with log.open("wb") as output:
         server = subprocess.Popen(
             [*cnnq_command(), "dashboard", "--port", str(port)],
@@ -74,7 +73,7 @@ def dashboard_url(filled_database: FilledDatabase, tmp_path: Path) -> Iterator[s
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(url, server, log)
-        yield url
+        yield url, server.pid
     finally:
         server.terminate()
         try:
@@ -82,6 +81,14 @@ def dashboard_url(filled_database: FilledDatabase, tmp_path: Path) -> Iterator[s
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def dashboard_url(filled_database: FilledDatabase, tmp_path: Path) -> Iterator[str]:
+    """`cnnq dashboard` on a copy of the filled database."""
+    env = {**os.environ, **copy_env(filled_database, tmp_path)}
+    with served_dashboard(env, tmp_path / "dashboard.log") as (url, _pid):
+        yield url
 
 
 @pytest.fixture

@@ -19,10 +19,11 @@ from PIL import Image as PILImage
 from streamlit.testing.v1 import AppTest
 
 from cnnq.jobs.spec import parse_spec
-from cnnq.workers.broker import queue_depths
+from cnnq.lifecycle.broker import queue_depths
 from tests.conftest import cnnq_command
 from tests.dashboard.conftest import APP, FilledDatabase
 from tests.sample_dicom import write_dicom
+from tests.sample_poison import write_huge_png, write_lying_dicom
 
 pytestmark = pytest.mark.slow
 
@@ -293,6 +294,18 @@ def test_xray_check_scores_an_upload_and_refuses_text(
     app.file_uploader(key="xray_upload").set_value(("notes.txt", b"not an image\n", "text/plain")).run()
     assert not app.exception
     assert "notes.txt is not an image" in app.error[0].value
+
+    # Poison uploads are refused from their headers, never decoded inside the dashboard's server.
+    huge = write_huge_png(tmp_path / "huge.png", 13000, 13000)  # 16-bit: 338 MB of pixels
+    app.file_uploader(key="xray_upload").set_value(("huge.png", huge.read_bytes(), "image/png")).run()
+    assert not app.exception
+    assert app.error[0].value.startswith("huge.png is too large: 13000x13000 (169,000,000 pixels")
+    lying = write_lying_dicom(tmp_path / "lying.dcm", 65535, 65535)
+    app.file_uploader(key="xray_upload").set_value(
+        ("lying.dcm", lying.read_bytes(), "application/dicom")
+    ).run()
+    assert not app.exception
+    assert app.error[0].value.startswith("lying.dcm is too large: 65535x65535")
 
 
 def test_workers_page_shows_workers_and_queue_depths(

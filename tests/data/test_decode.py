@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import re
+import resource
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cnnq.data.decode import ImageDecodeError, load_image
+from cnnq.data.decode import ImageDecodeError, ImageTooLarge, load_image
 from tests.sample_dicom import dicom_header, write_dicom
+from tests.sample_poison import write_huge_png, write_lying_dicom
 
 
 def _gray(size: int = 32) -> np.ndarray:
@@ -164,13 +168,6 @@ def _dicom_without_pixels(path: Path) -> None:
         ("header.png", lambda p, t: p.write_bytes(_png_bytes(t)[:20]), "truncated image"),
         ("text.dcm", lambda p, t: p.write_text("not dicom at all"), "not an image: not a DICOM file"),
         ("nopixels.dcm", lambda p, t: _dicom_without_pixels(p), "unsupported DICOM: no pixel data"),
-        (
-            "cut.dcm",
-            lambda p, t: p.write_bytes(
-                write_dicom(t / "whole.dcm", np.ones((64, 64), np.uint16)).read_bytes()[:-2000]
-            ),
-            "truncated image",
-        ),
     ],
 )
 def test_unreadable_inputs_raise_a_short_reason(tmp_path: Path, name: str, make, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -186,3 +183,112 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         load_image(tmp_path / "gone.png")
     with pytest.raises(ImageDecodeError, match="not an image: a folder"):
         load_image(tmp_path)
+
+
+# --- Poison inputs: refused from their headers, before a pixel is decoded -------------------------
+
+
+@pytest.fixture
+def max_pixels(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """`max_pixels(n)` sets CNNQ_MAX_IMAGE_PIXELS for this test; the default and Pillow's limit come back."""
+    from cnnq.settings import reload_settings
+
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+
+    def apply(cap: int) -> None:
+        monkeypatch.setenv("CNNQ_MAX_IMAGE_PIXELS", str(cap))
+        reload_settings()
+
+    yield apply
+    monkeypatch.delenv("CNNQ_MAX_IMAGE_PIXELS", raising=False)
+    reload_settings()
+    Image.MAX_IMAGE_PIXELS = pillow_limit
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_a_13000x13000_16bit_png_is_refused_from_its_header(tmp_path: Path) -> None:
+    # 169 million pixels: over twice the default cap of 50 million, where Pillow itself refuses
+    # before it says the size. Decoding it would take 338 MB as pixels, 1.35 GB as float64.
+    path = write_huge_png(tmp_path / "huge.png", 13000, 13000)
+    before = _peak_rss_mb()
+    with pytest.raises(ImageTooLarge) as raised:
+        load_image(path, min_size=224)
+    assert raised.value.reason == "too large: 13000x13000"
+    assert _peak_rss_mb() - before < 150, "the image was decoded"
+    assert Image.MAX_IMAGE_PIXELS == 50_000_000  # Pillow's own guard is set to the same cap
+
+
+def test_the_cap_comes_from_the_settings_on_both_sides_of_pillows_limit(
+    tmp_path: Path, max_pixels: Callable[[int], None]
+) -> None:
+    max_pixels(50_000)
+    # 60,000 pixels: over the cap but under twice it, where Pillow only warns: cnnq's own check.
+    over = write_huge_png(tmp_path / "over.png", 300, 200)
+    # 1,000,000 pixels: over twice the cap, where Pillow raises first; the size is still reported.
+    far_over = tmp_path / "far_over.jpg"
+    Image.new("L", (1000, 1000), 128).save(far_over)
+    under = np.tile(np.linspace(0, 65535, 200).astype(np.uint16), (200, 1))  # 40,000 pixels, 16-bit
+    Image.fromarray(under).save(tmp_path / "under.png")
+
+    with pytest.raises(ImageTooLarge, match=r"^too large: 300x200$"):
+        load_image(over)
+    with pytest.raises(ImageTooLarge, match=r"^too large: 1000x1000$"):
+        load_image(far_over, min_size=32)
+    image = load_image(tmp_path / "under.png")
+    values = np.asarray(image)[0].astype(int)
+    assert image.mode == "L" and image.size == (200, 200)
+    assert values[0] == 0 and values[-1] == 255 and 120 <= values[100] <= 136
+    assert Image.MAX_IMAGE_PIXELS == 50_000
+
+
+def test_a_dicom_declaring_65535x65535_is_refused_before_its_pixel_data(tmp_path: Path) -> None:
+    path = write_lying_dicom(tmp_path / "lying.dcm", 65535, 65535)
+    assert path.stat().st_size < 2000
+    before = _peak_rss_mb()
+    with pytest.raises(ImageTooLarge) as raised:
+        load_image(path)
+    assert raised.value.reason == "too large: 65535x65535"
+    assert _peak_rss_mb() - before < 150
+
+
+def test_a_multiframe_dicom_counts_every_frame_against_the_cap(tmp_path: Path) -> None:
+    path = write_lying_dicom(tmp_path / "cine.dcm", 512, 512, frames=300)  # 78.6 million pixels
+    with pytest.raises(ImageTooLarge, match=r"^too large: 512x512x300 frames$"):
+        load_image(path)
+
+
+def test_a_dicom_that_declares_more_pixel_data_than_it_holds_is_refused_as_truncated(tmp_path: Path) -> None:
+    # Under the cap (4 million pixels), but its 64 bytes of pixel data cannot be 2000x2000 16-bit pixels.
+    lying = write_lying_dicom(tmp_path / "lying.dcm", 2000, 2000, pixel_bytes=64)
+    with pytest.raises(ImageDecodeError) as raised:
+        load_image(lying)
+    found = re.fullmatch(
+        r"truncated image: the DICOM header declares 8000000 bytes of pixel data, the file holds (\d+)",
+        raised.value.reason,
+    )
+    assert found is not None, raised.value.reason
+    assert 64 <= int(found.group(1)) <= 68
+
+    whole = write_dicom(tmp_path / "whole.dcm", np.ones((64, 64), np.uint16))
+    (tmp_path / "cut.dcm").write_bytes(whole.read_bytes()[:-2000])  # a copy cut short
+    with pytest.raises(ImageDecodeError, match=r"^truncated image: the DICOM header declares 8192 bytes"):
+        load_image(tmp_path / "cut.dcm")
+    assert np.asarray(load_image(whole)).shape == (64, 64)  # the whole file still decodes
+
+
+def test_training_folders_skip_an_image_over_the_cap_with_its_reason(tmp_path: Path) -> None:
+    import torch
+
+    from cnnq.data.registry import DataRequest, load_dataset
+    from tests.sample_data import make_image_folder
+
+    tree = make_image_folder(tmp_path / "tree", per_class=6, size=16)
+    huge = write_huge_png(tree / "cat" / "huge.png", 13000, 13000)
+    bundle = load_dataset(DataRequest("folder", tree, image_size=16, num_workers=0), torch.device("cpu"))
+    assert bundle.skipped == [(str(huge), "too large: 13000x13000")]
+    kept = bundle.train.files.paths + bundle.val.files.paths
+    assert len(kept) == 12 and str(huge) not in kept
+    assert any("skipped 1 unreadable file" in note for note in bundle.notes)

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 
+from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import create_job, is_lost, lost_jobs, request_cancel, transition, update_job
 from cnnq.db.migrate import current_revision, upgrade_database
 from cnnq.db.records import insert_predictions, metric_history, record_metrics, scored_inputs
@@ -19,7 +20,7 @@ def db(database_url: str) -> str:
 
 
 def test_migrations_reach_head(db: str) -> None:
-    assert current_revision(db) == "0001"
+    assert current_revision(db) == "0002"
 
 
 def test_status_moves_forward_only(db: str) -> None:
@@ -78,5 +79,6 @@ def test_stale_heartbeat_is_lost(db: str) -> None:
     with session_scope(db) as s:
         lost = lost_jobs(s, timedelta(minutes=1))
         assert [j.id for j in lost] == [job_id]
-        assert is_lost(lost[0], timedelta(minutes=1))
-        assert not is_lost(lost[0], timedelta(minutes=10))
+        now = read_db_now(s)
+        assert is_lost(lost[0], timedelta(minutes=1), now)
+        assert not is_lost(lost[0], timedelta(minutes=10), now)

@@ -21,6 +21,7 @@ from cnnq.jobs.spec import InferSpec, TrainSpec
 from cnnq.jobs.train import train_job
 from tests.sample_data import make_chest_xray, xray_image
 from tests.sample_dicom import write_dicom
+from tests.sample_poison import write_huge_png, write_lying_dicom
 
 BROKEN = {
     "broken/empty.png": "empty file",
@@ -114,6 +115,23 @@ def test_a_folder_gives_one_row_per_file_with_broken_files_flagged(
     assert summary["engine"] == resolve_engine("auto", torch.device("cpu"))
     assert reporter.summary == summary
     assert reporter.progress_updates[-1][0] == pytest.approx(1.0)
+
+
+def test_poison_inputs_are_flagged_rows_and_every_other_input_is_scored(
+    model_file: Path, xray_root: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "poison"
+    shutil.copytree(xray_root / "chest_xray" / "test" / "NORMAL", folder / "NORMAL")
+    huge = write_huge_png(folder / "huge.png", 13000, 13000)  # 16-bit: 1.35 GB as float64
+    lying = write_lying_dicom(folder / "lying.dcm", 65535, 65535)  # 8 GB of pixels declared
+    reporter = RecordingReporter()
+    summary = infer_job(_spec(model_file, str(folder), batch_size=4, num_workers=2), tmp_path / "w", reporter)
+
+    assert reporter.rows[str(huge)].error == "too large: 13000x13000"
+    assert reporter.rows[str(lying)].error == "too large: 65535x65535"
+    normal = [row for path, row in reporter.rows.items() if "/NORMAL/" in path]
+    assert len(normal) == 8 and all(row.error is None and row.label is not None for row in normal)
+    assert (summary["scored"], summary["flagged"]) == (8, 2)
 
 
 def test_a_glob_and_a_list_file(model_file: Path, archive: Path, tmp_path: Path) -> None:

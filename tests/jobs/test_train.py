@@ -11,10 +11,11 @@ import torch
 
 from cnnq.jobs.checkpoint import load_checkpoint, load_model_file
 from cnnq.jobs.evaluate import evaluate_job
-from cnnq.jobs.reporter import JobCancelled, RecordingReporter
+from cnnq.jobs.reporter import JobCancelled, JobInterrupted, RecordingReporter
 from cnnq.jobs.runner import run_job
 from cnnq.jobs.spec import EvalSpec, TrainSpec
 from cnnq.jobs.train import train_job
+from cnnq.settings import reload_settings
 from tests.sample_data import corrupt_files, make_chest_xray, make_cifar10, make_image_folder, make_mnist
 
 EPOCH_METRICS = {
@@ -169,8 +170,9 @@ class CancelAfterEpoch(RecordingReporter):
 
     epoch: int = 1
 
-    def cancel_requested(self) -> bool:
-        return any(step >= self.epoch for step, _ in self.metric_rows)
+    def check_stop(self) -> None:
+        if any(step >= self.epoch for step, _ in self.metric_rows):
+            raise JobCancelled("cancelled on request")
 
 
 def test_a_resumed_run_matches_an_uninterrupted_one(tiny_mnist: Path, tmp_path: Path) -> None:
@@ -196,6 +198,52 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tiny_mnist: Path, tmp_path: 
 
 
 @dataclass
+class StopAtCheck(RecordingReporter):
+    """Its worker stops at the `at`-th stop check (one per batch with CNNQ_CANCEL_POLL_SECONDS=0)."""
+
+    at: int = 0
+    checks: int = 0
+
+    def check_stop(self) -> None:
+        self.checks += 1
+        if self.checks == self.at:
+            raise JobInterrupted("its worker is stopping")
+
+
+def test_a_run_stopped_mid_epoch_resumes_from_that_batch_exactly(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graceful stop (`cnnq down`, Ctrl-C) saves the epoch so far; the next run carries on from the
+    batch after it and ends with the same metrics and weights as a run never stopped."""
+    monkeypatch.setenv("CNNQ_CANCEL_POLL_SECONDS", "0")
+    reload_settings()
+    spec = mnist_spec(tiny_mnist, model="mnist-cnn", epochs=3, augment="shift=0.1")
+    whole = RecordingReporter()
+    train_job(spec, tmp_path / "whole", whole)
+
+    stopper = StopAtCheck(at=15)  # 9 batches, a validation batch and the epoch's end make 11 per epoch
+    with pytest.raises(JobInterrupted):
+        train_job(spec, tmp_path / "split", stopper)
+    saved = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert (saved["epoch"], saved["batches_done"]) == (1, 4)
+    assert any("stopping in epoch 2 after batch 4 of 9" in line for line in stopper.lines)
+    resumed = RecordingReporter()
+    train_job(spec, tmp_path / "split", resumed)
+    monkeypatch.delenv("CNNQ_CANCEL_POLL_SECONDS")
+    reload_settings()
+
+    assert any("batch 4 of epoch 2" in line for line in resumed.lines)
+    timing = {"images_per_second", "epoch_seconds"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in whole.history()]
+    # The epoch's train_loss is summed in two parts: equal but for float rounding.
+    expected = [{k: pytest.approx(v, rel=1e-6) for k, v in row.items()} for row in strip[1:]]
+    assert [{k: v for k, v in row.items() if k not in timing} for row in resumed.history()] == expected
+    final_whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    final_split = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert all(torch.equal(final_whole[name], final_split[name]) for name in final_whole)
+
+
+@dataclass
 class CancelDuringTraining(RecordingReporter):
     """Asks to cancel `delay` seconds after training first reports progress; notes when it was asked."""
 
@@ -208,9 +256,10 @@ class CancelDuringTraining(RecordingReporter):
         if self.requested_at is None:
             self.requested_at = time.monotonic() + self.delay
 
-    def cancel_requested(self) -> bool:
+    def check_stop(self) -> None:
         self.polls.append(time.monotonic())
-        return self.requested_at is not None and self.polls[-1] >= self.requested_at
+        if self.requested_at is not None and self.polls[-1] >= self.requested_at:
+            raise JobCancelled("cancelled on request")
 
 
 def test_cancel_stops_training_within_two_seconds(tiny_mnist: Path, tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.jobs.infer import infer_job
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.spec import parse_spec
+from cnnq.lifecycle.claim import Claim, claim_job, execute_job, finish_claim
+from cnnq.lifecycle.sql_reporter import SqlReporter
 from cnnq.models.registry import build_model
-from cnnq.workers.execution import execute_job
-from cnnq.workers.sql_reporter import SqlReporter
 from tests.sample_data import make_chest_xray
 
 
@@ -58,16 +58,20 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
         shards = [shard.id for shard in children_of(s, first)]
     assert len(shards) == 4
 
-    # Shards 0 and 1 run; then shard 1 is delivered again after losing its last 4 rows (as when its
-    # worker dies before they were written): only those 4 are scored, through the real SqlReporter.
+    # Shard 0 runs; shard 1 is claimed and scored, then loses its last 4 rows (as when its worker dies
+    # before they were written) and runs again: only those 4 are scored, through the real SqlReporter.
     assert execute_job(shards[0]) == JobStatus.SUCCEEDED
-    assert execute_job(shards[1]) == JobStatus.SUCCEEDED
+    claim = claim_job(shards[1], "w1")
+    assert isinstance(claim, Claim)
     with session_scope() as s:
         spec = parse_spec(get_job(s, shards[1]).spec)
-        s.execute(delete(Prediction).where(Prediction.input.in_((spec.paths or [])[2:])))
     workdir = Path(queue_env["CNNQ_ARTIFACT_ROOT"]) / shards[1]
-    summary = infer_job(spec, workdir, SqlReporter(shards[1], first))
+    infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
+    with session_scope() as s:
+        s.execute(delete(Prediction).where(Prediction.input.in_((spec.paths or [])[2:])))
+    summary = infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
     assert (summary["already_done"], summary["scored"] + summary["flagged"]) == (2, 4)
+    assert finish_claim(shards[1], claim.token, target=JobStatus.SUCCEEDED) == JobStatus.SUCCEEDED
     assert sorted(_rows(first)) == sorted(inputs[:12])
 
     # The rest of the first job is cancelled; `--resume` scores only what it lacks, into its rows.

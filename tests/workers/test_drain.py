@@ -13,7 +13,7 @@ from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job
 from cnnq.jobs.spec import TrainSpec
-from cnnq.workers.submit import Placement, submit_job
+from cnnq.lifecycle.submit import Placement, submit_job
 
 pytestmark = pytest.mark.slow
 

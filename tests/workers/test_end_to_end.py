@@ -17,7 +17,7 @@ from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Metric
 from cnnq.jobs.spec import TrainSpec
-from cnnq.workers.submit import Placement, submit_job
+from cnnq.lifecycle.submit import Placement, submit_job
 from tests.conftest import finished, job_of, wait_until
 
 pytestmark = pytest.mark.slow

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,17 +13,19 @@ import redis
 from sqlalchemy import select
 
 from cnnq.db.jobs import create_job, get_job, transition, update_job
-from cnnq.db.records import log_lines
+from cnnq.db.records import log_lines, metric_history
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job, utcnow
-from cnnq.errors import UserError
+from cnnq.errors import ServiceUnavailable
+from cnnq.jobs.reporter import JobSuperseded
 from cnnq.jobs.spec import TrainSpec
-from cnnq.workers.bulk import settle_parent
-from cnnq.workers.execution import execute_job
-from cnnq.workers.queues import priority_keys
-from cnnq.workers.reaper import reap_lost_jobs
-from cnnq.workers.submit import Placement, submit_job
+from cnnq.lifecycle.bulk import settle_parent
+from cnnq.lifecycle.claim import Claim, claim_job, execute_job, failure_fields, finish_claim, give_back
+from cnnq.lifecycle.queues import priority_keys
+from cnnq.lifecycle.sql_reporter import SqlReporter
+from cnnq.lifecycle.submit import Placement, submit_job
+from cnnq.lifecycle.sweep import Sweeper
 
 SPEC = {"kind": "train", "model": "lenet", "dataset": "mnist", "data_root": "/nowhere", "epochs": 1}
 
@@ -80,19 +83,92 @@ def test_a_message_without_a_row_does_nothing(queue_env: dict[str, str]) -> None
     assert execute_job("train-never1", worker="w1") is None
 
 
-def test_only_one_reaper_requeues_a_lost_job_and_sends_it_again(queue_env: dict[str, str]) -> None:
+def test_only_one_sweep_requeues_a_lost_job_and_sends_it_again(queue_env: dict[str, str]) -> None:
     with session_scope() as s:
         job_id = create_job(s, kind="train", spec=SPEC, queue="cpu", priority=3).id
         transition(s, job_id, JobStatus.RUNNING, worker="dead@host", attempts=1)
         update_job(s, job_id, heartbeat_at=utcnow() - timedelta(minutes=1))
         fresh = create_job(s, kind="train", spec=SPEC, queue="cpu").id
         transition(s, fresh, JobStatus.RUNNING, worker="alive@host", attempts=1)
-    assert reap_lost_jobs() == [job_id]
-    assert reap_lost_jobs() == []
+    first, second = Sweeper().sweep(), Sweeper().sweep()
+    assert (first.requeued, first.sent) == ([job_id], [job_id])
+    assert (second.requeued, second.sent) == ([], [])
     job = _job(job_id)
     assert job.status == JobStatus.QUEUED and job.message == "re-queued: worker dead@host stopped beating"
     assert _job(fresh).status == JobStatus.RUNNING
     assert _waiting(queue_env["CNNQ_BROKER_URL"], "cpu") == 1
+
+
+def test_a_queued_job_whose_message_is_gone_is_sent_again(  # type: ignore[no-untyped-def]
+    use_settings, queue_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The outbox: Redis lost the message (wiped, or a worker took it and died): the sweep re-sends it
+    once CNNQ_REQUEUE_AFTER_SECONDS have passed, and leaves alone a job whose message still waits."""
+    use_settings(CNNQ_REQUEUE_AFTER_SECONDS="1")
+    spec = TrainSpec(model="lenet", dataset="mnist", data_root=tmp_path, device="cpu")
+    lost, waiting = submit_job(spec, Placement()), submit_job(spec, Placement())
+    client = redis.Redis.from_url(queue_env["CNNQ_BROKER_URL"])
+    assert client.llen("cpu:9") == 2  # priority 0 travels as step 9
+    client.rpop("cpu:9")  # the first message sent: as if a worker took it and died before claiming
+    sweeper = Sweeper()
+    assert sweeper.sweep().resent == []  # sent under a second ago
+    time.sleep(1.2)
+    assert sweeper.sweep().resent == []  # seen missing just now: a live worker may be claiming it
+    time.sleep(1.2)
+    assert sweeper.sweep().resent == [lost]  # missing for a second: lost
+    assert sorted(_job_id_in(m) for m in client.lrange("cpu:9", 0, -1)) == sorted([lost, waiting])
+    client.flushall()  # Redis wiped: both are sent again once missing long enough
+    time.sleep(1.2)
+    assert sweeper.sweep().resent == []
+    time.sleep(1.2)
+    assert sorted(sweeper.sweep().resent) == sorted([lost, waiting])
+
+
+def _job_id_in(message: bytes) -> str:
+    return json.loads(message)["headers"]["argsrepr"].strip("[]'")
+
+
+def test_a_superseded_run_writes_nothing_more(queue_env: dict[str, str]) -> None:
+    """Fencing: once a job is re-queued and claimed again, the first run's reporter refuses every write."""
+    with session_scope() as s:
+        job_id = create_job(s, kind="train", spec=SPEC, queue="cpu").id
+    first = claim_job(job_id, "w1")
+    assert isinstance(first, Claim) and first.token == 1
+    stale = SqlReporter(job_id, first.token)
+    stale.metrics(1, {"val_accuracy": 0.5})
+    with session_scope() as s:
+        update_job(s, job_id, heartbeat_at=utcnow() - timedelta(minutes=5))
+    assert Sweeper().sweep().requeued == [job_id]
+    second = claim_job(job_id, "w2")
+    assert isinstance(second, Claim) and second.token == 2
+    for write in (
+        lambda: stale.metrics(1, {"val_accuracy": 0.9}),
+        lambda: stale.log("late"),
+        lambda: stale.progress(1.0, "late"),
+        stale.check_owner,
+    ):
+        with pytest.raises(JobSuperseded):
+            write()
+    assert finish_claim(job_id, first.token, target=JobStatus.FAILED, error_type="X") == JobStatus.RUNNING
+    SqlReporter(job_id, second.token).metrics(1, {"val_accuracy": 0.7})
+    with session_scope() as s:
+        assert metric_history(s, job_id) == [{"epoch": 1, "val_accuracy": 0.7}]
+        assert not any("late" in line.line for line in log_lines(s, job_id))
+    assert finish_claim(job_id, second.token, target=JobStatus.SUCCEEDED) == JobStatus.SUCCEEDED
+    job = _job(job_id)
+    assert (job.status, job.worker, job.attempts, job.claims) == (JobStatus.SUCCEEDED, "w2", 2, 2)
+
+
+def test_a_graceful_stop_gives_the_attempt_back(queue_env: dict[str, str]) -> None:
+    with session_scope() as s:
+        job_id = create_job(s, kind="train", spec=SPEC, queue="cpu").id
+    claim = claim_job(job_id, "w1")
+    assert isinstance(claim, Claim)
+    status = give_back(job_id, claim.token, "re-queued: its worker is stopping", spend=False)
+    assert status == JobStatus.QUEUED
+    job = _job(job_id)
+    assert (job.attempts, job.claims, job.sent_at) == (0, 1, None)
+    assert Sweeper().sweep().sent == [job_id]
 
 
 def test_a_bulk_parent_follows_its_shards(queue_env: dict[str, str]) -> None:
@@ -130,7 +206,7 @@ def test_submit_records_and_queues_with_priority(queue_env: dict[str, str], tmp_
 def test_submit_to_a_dead_broker_records_nothing(use_settings, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     use_settings(CNNQ_DATABASE_URL=database_url, CNNQ_BROKER_URL="redis://:hunter2@127.0.0.1:1/0")
     spec = TrainSpec(model="lenet", dataset="mnist", data_root=tmp_path)
-    with pytest.raises(UserError) as refused:
+    with pytest.raises(ServiceUnavailable) as refused:
         submit_job(spec, Placement())
     assert "hunter2" not in str(refused.value) and "redis://:***@127.0.0.1:1/0" in str(refused.value)
     with session_scope() as s:
@@ -170,3 +246,11 @@ def test_a_running_job_whose_worker_stopped_beating_is_shown_lost(queue_env: dic
         update_job(s, job_id, heartbeat_at=utcnow() - timedelta(minutes=5))
     assert "RUNNING (lost)" in cli("jobs").stdout
     assert json.loads(cli("show", job_id, "--json").stdout)["lost"] is True
+
+
+def test_cuda_out_of_memory_fails_at_once_with_advice() -> None:
+    """Retrying the same batch size fails again: the error says what to change instead."""
+    fields = failure_fields(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert fields["error_type"] == "RuntimeError"
+    assert "smaller --batch-size" in fields["error_message"]
+    assert "Tried to allocate 2.00 GiB" in fields["error_message"]

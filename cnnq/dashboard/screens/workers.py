@@ -9,9 +9,9 @@ import streamlit as st
 
 from cnnq.dashboard.queries import job_queues, workers_frame
 from cnnq.db.session import session_scope
+from cnnq.lifecycle.broker import broker_problem, known_queues, queue_depths
+from cnnq.lifecycle.queues import LOCAL_QUEUE
 from cnnq.settings import get_settings, mask_url
-from cnnq.workers.broker import broker_problem, known_queues, queue_depths
-from cnnq.workers.queues import LOCAL_QUEUE
 
 st.title("Workers")
 settings = get_settings()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from cnnq.dashboard.queries import trained_models
 from cnnq.dashboard.xray_check import decode_upload, score_image
+from cnnq.db.jobs import get_job
+from cnnq.db.records import model_file_of
 from cnnq.db.session import session_scope
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel, load_model_file
@@ -36,10 +36,9 @@ if upload is None:
     st.stop()
 
 try:
-    image = decode_upload(upload.name, upload.getvalue())
-    model_file = Path(model_row["path"])
-    if not model_file.is_file():
-        raise UserError(f"the model file {model_file} is missing; is CNNQ_ARTIFACT_ROOT shared?")
+    image = decode_upload(upload.name, upload.getvalue())  # refuses an image over the pixel cap unread
+    with session_scope() as session:  # the same check as `--model-from`: a SUCCEEDED job's model
+        model_file = model_file_of(session, get_job(session, str(model_row["id"])))
     score = score_image(image, cached_model(str(model_file), model_file.stat().st_mtime), upload.name)
 except UserError as error:
     st.error(str(error), icon=":material/error:")

@@ -1,0 +1,52 @@
+"""Waiting out a database outage: a PostgreSQL restart, a failover, a dropped connection.
+
+`retrying` repeats a unit of work (one session, start to commit) while the database does not answer,
+with backoff, until its patience runs out; then it raises `DatabaseUnavailable`. Only errors of the
+connection are retried: a constraint or a bug fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer for longer than the caller would wait."""
+
+
+def is_outage(error: BaseException) -> bool:
+    """A connection that failed or was lost (and, on SQLite, a database locked past its busy timeout)."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def retrying(action: Callable[[], T], *, patience: float, what: str, since: float | None = None) -> T:
+    """`action()`, again and again while the database is out, for `patience` seconds from `since`
+    (default: the first failure). Backoff from 0.2 s to 5 s between tries."""
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not is_outage(error):
+                raise
+            now = time.monotonic()
+            since = now if since is None else since
+            if now - since > patience:
+                raise DatabaseUnavailable(
+                    f"the database did not answer for {now - since:.0f}s while {what} "
+                    f"({type(error).__name__}); waited CNNQ_DB_OUTAGE_SECONDS={patience:.0f}"
+                ) from error
+            log.warning("database unavailable while %s (%s); trying again in %.1fs", what, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

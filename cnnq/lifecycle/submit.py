@@ -1,0 +1,137 @@
+"""Submitting jobs: a job is either recorded and queued, or neither.
+
+The rows are committed first (the SQL row is the outbox), then the messages sent. If the broker cannot
+take them, the rows are deleted again and the submit fails with one line; if the submitting process
+dies between the two, the sweeper sends the messages (`cnnq.lifecycle.sweep`). A database or a broker
+that does not answer is `ServiceUnavailable`: one line naming it, exit 1, nothing queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete
+
+from cnnq.db.clock import db_now
+from cnnq.db.jobs import create_job, get_job
+from cnnq.db.outage import is_outage
+from cnnq.db.session import session_scope
+from cnnq.db.status import JobStatus
+from cnnq.db.tables import Job
+from cnnq.errors import ServiceUnavailable
+from cnnq.jobs.inputs import CALIBRATION_IMAGES, spread_sample
+from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, parse_spec
+from cnnq.lifecycle.broker import broker_problem, send_message
+from cnnq.lifecycle.bulk import plan_shards, resolve_resume
+from cnnq.lifecycle.queues import LOCAL_QUEUE, queue_for
+from cnnq.settings import get_settings, mask_url
+
+AnySpec = TrainSpec | EvalSpec | InferSpec
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job goes; `queue=None` picks it from the spec's device."""
+
+    queue: str | None = None
+    priority: int = 0
+
+
+def submit_job(spec: AnySpec, placement: Placement, *, message: str | None = None) -> str:
+    """Record and queue a job; returns its id. A bulk inference job becomes a parent plus its shards."""
+    queue = queue_for(spec.device, placement.queue)
+    problem = broker_problem()
+    if problem is not None:
+        raise ServiceUnavailable(
+            f"{problem}; nothing was queued. Start one with `cnnq up` or set CNNQ_BROKER_URL"
+        )
+    try:
+        job_id, leaves = _record(spec, queue, placement.priority, message)
+    except Exception as error:
+        if is_outage(error):
+            raise database_unavailable(error) from None
+        raise
+    try:
+        for leaf in leaves:
+            send_message(leaf, queue, placement.priority)
+    except Exception as error:
+        _forget(job_id, leaves)
+        raise ServiceUnavailable(
+            f"could not queue the job on {mask_url(get_settings().broker_url)} "
+            f"({type(error).__name__}); nothing was queued"
+        ) from None
+    return job_id
+
+
+def database_unavailable(error: BaseException, consequence: str = "nothing was queued") -> ServiceUnavailable:
+    """One line that names the (masked) database that did not answer."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return ServiceUnavailable(
+        f"the database {mask_url(get_settings().database_url)} does not answer ({reason}); "
+        f"{consequence + '. ' if consequence else ''}Check CNNQ_DATABASE_URL, or try again when it is back"
+    )
+
+
+def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tuple[str, list[str]]:
+    """Commit the job's rows, already stamped as sent; returns its id and the ids that get messages."""
+    with session_scope() as session:
+        shards = None
+        if isinstance(spec, InferSpec):
+            spec = resolve_resume(session, spec)
+            shards = plan_shards(session, spec)
+        job = create_job(
+            session,
+            kind=spec.kind,
+            spec=spec.model_dump(mode="json"),
+            queue=queue,
+            priority=priority,
+        )
+        job.message = message
+        leaves = [job]
+        if shards is not None:
+            job.message = message or f"bulk job of {len(shards)} shards"
+            calibration = spread_sample([path for shard in shards for path in shard], CALIBRATION_IMAGES)
+            leaves = [
+                create_job(
+                    session,
+                    kind=spec.kind,
+                    spec=spec.model_copy(
+                        update={"paths": paths, "calibration_paths": calibration}
+                    ).model_dump(mode="json"),
+                    queue=queue,
+                    priority=priority,
+                    parent_id=job.id,
+                    job_id=f"{job.id}.{index:04d}",
+                )
+                for index, paths in enumerate(shards, start=1)
+            ]
+        for leaf in leaves:
+            leaf.sent_at = db_now()  # type: ignore[assignment]
+        session.flush()
+        return job.id, [leaf.id for leaf in leaves]
+
+
+def _forget(job_id: str, leaves: list[str]) -> None:
+    """Delete the rows of a submit whose messages could not all be sent (best effort: if the database
+    is out too, the sweeper will send them once both are back)."""
+    try:
+        with session_scope() as session:
+            session.execute(
+                delete(Job).where(Job.id.in_(leaves), Job.status == JobStatus.QUEUED, Job.claims == 0)
+            )
+            session.execute(delete(Job).where(Job.id == job_id, Job.claims == 0))
+    except Exception:
+        pass
+
+
+def retry_job(job_id: str) -> str:
+    """A new job with the same spec, queue and priority as `job_id`; returns the new id."""
+    with session_scope() as session:
+        job = get_job(session, job_id)
+        spec, queue, priority = parse_spec(job.spec), job.queue, job.priority
+        if isinstance(spec, InferSpec) and job.parent_id is not None:
+            # A shard retried on its own still fills its bulk job's predictions.
+            spec = spec.model_copy(update={"resume": spec.resume or job.parent_id})
+    if queue == LOCAL_QUEUE:
+        queue = None
+    return submit_job(spec, Placement(queue=queue, priority=priority), message=f"retry of {job_id}")
