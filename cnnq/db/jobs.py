@@ -141,10 +141,6 @@ def request_cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def is_cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-
-
 def list_jobs(
     session: Session,
     *,

@@ -26,7 +26,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import aliased
 
 from cnnq.db.clock import db_ago, db_now
-from cnnq.db.jobs import stale, transition
+from cnnq.db.jobs import lost_jobs, stale, transition
 from cnnq.db.session import session_scope
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus
 from cnnq.db.tables import Job
@@ -103,11 +103,7 @@ def reap_lost_jobs() -> list[str]:
     """Step 1: re-queue (or, for `cnnq run` jobs, fail) each running job whose worker stopped beating."""
     lost_after = timedelta(seconds=get_settings().lost_after_seconds)
     with session_scope() as session:
-        lost = session.execute(
-            select(Job.id, Job.worker, Job.queue, Job.claims).where(
-                Job.status == JobStatus.RUNNING, stale(lost_after)
-            )
-        ).all()
+        lost = [(job.id, job.worker, job.queue, job.claims) for job in lost_jobs(session, lost_after)]
     requeued = []
     for job_id, worker, queue, token in lost:
         still_lost = stale(lost_after) & (Job.claims == token)

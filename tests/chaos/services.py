@@ -101,25 +101,22 @@ class PrivatePostgres:
 
     def create_database(self) -> str:
         """A new, empty database on this cluster; returns its URL."""
-        from sqlalchemy import create_engine, text
-
         name = f"cnnq_chaos_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-        finally:
-            admin.dispose()
+        self._admin(f'CREATE DATABASE "{name}"')
         return self.url.rsplit("/", 1)[0] + f"/{name}"
 
     def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _admin(self, statement: str) -> None:
+        """One statement outside a transaction, on the cluster's maintenance database."""
         from sqlalchemy import create_engine, text
 
-        name = url.rsplit("/", 1)[1]
         admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                connection.execute(text(statement))
         finally:
             admin.dispose()
 
