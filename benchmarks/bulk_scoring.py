@@ -20,14 +20,26 @@ reuse that. The default CPU engine is onnx-int8 where the CPU has VNNI or AMX, e
 median of the pairs' ratios (single runs on a shared 2-core VM vary by 5-10%). Goals on a
 2-core machine: (b) >= 1.0x (a), ONNX Runtime >= 2x (a), (d) >= 1.7x (d1).
 
+The small-image row: 100,000 28x28 grayscale PNGs made from the real MNIST test set (its 10,000 images,
+each copy past the first shifted by a pixel or two, so that every file differs; written once into
+`--cache`), scored with LeNet (untrained: the speed is what counts), by
+    (s) a plain loop: PIL decode and the same model in batches of 256, one process, 2 torch threads
+    (sq) cnnq: `cnnq submit infer --model-from MODEL --input DIR` with default options (so
+        `--shard-size auto`), two warm `cnnq worker --cpu` processes, each pinned to a core, PostgreSQL
+        (`--small-db`), timed from the submit command's start to the parent job's SUCCEEDED row.
+Goal: (sq) >= 0.8x (s).
+
     .venv/bin/python benchmarks/bulk_scoring.py                         # 2000 JPEGs, resnet18 at 224
-    .venv/bin/python benchmarks/bulk_scoring.py --images 60 --model simple-cnn --image-size 64  # smoke
+    .venv/bin/python benchmarks/bulk_scoring.py --images 60 --model simple-cnn --image-size 64 \
+        --small-images 2000                                             # smoke
+    .venv/bin/python benchmarks/bulk_scoring.py --images 0 --small-images 10000    # the small row only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -39,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +62,7 @@ from rich.table import Table
 from cnnq.jobs.engines import resolve_engine
 
 REPO = Path(__file__).resolve().parents[1]
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def make_jpegs(folder: Path, count: int, size: int) -> list[str]:
@@ -117,6 +131,8 @@ class Stack:
 
     directory: Path
     redis: subprocess.Popen[bytes] | None = None
+    database_url: str | None = None
+    """Default: a SQLite file in `directory`."""
 
     def start(self) -> None:
         port = _free_port()
@@ -136,7 +152,7 @@ class Stack:
             {
                 "CNNQ_HOME": str(self.directory / "home"),
                 "CNNQ_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                "CNNQ_DATABASE_URL": f"sqlite:///{self.directory / 'cnnq.db'}",
+                "CNNQ_DATABASE_URL": self.database_url or f"sqlite:///{self.directory / 'cnnq.db'}",
                 "CNNQ_ARTIFACT_ROOT": str(self.directory / "artifacts"),
             }
         )
@@ -147,6 +163,9 @@ class Stack:
         upgrade_database()
 
     def stop(self) -> None:
+        from cnnq.db.session import dispose_engines
+
+        dispose_engines()
         if self.redis is not None:
             self.redis.kill()
             self.redis.wait()
@@ -184,6 +203,7 @@ class Stack:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not register")
             time.sleep(0.2)
+        wait_until_idle({p.pid for p in processes})
         try:
             yield
         finally:
@@ -198,6 +218,31 @@ class Stack:
             with session_scope() as s:  # the next run counts only its own workers
                 for worker in s.scalars(select(Worker).where(Worker.stopped_at.is_(None))):
                     s.delete(worker)
+
+
+def _session_cpu_ticks(sessions: set[int]) -> int:
+    """CPU ticks used so far by every process in these sessions (a worker and its job processes)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) in sessions:  # field 6 of stat: the session id
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def wait_until_idle(sessions: set[int], timeout: float = 180.0) -> None:
+    """Wait until the workers have started their job processes and those have imported torch: the
+    workers' sessions use under a tenth of a core over a second, as a warm cluster's do."""
+    deadline = time.monotonic() + timeout
+    before = _session_cpu_ticks(sessions)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _session_cpu_ticks(sessions)
+        if now - before < os.sysconf("SC_CLK_TCK") // 10:
+            return
+        before = now
+    raise RuntimeError("the workers did not settle")
 
 
 @dataclass(frozen=True)
@@ -264,19 +309,8 @@ def bulk_rate(folder: Path, count: int, model_file: Path, engine: str, shard_siz
     return rate, note
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--images", type=int, default=2000, help="JPEG files to score")
-    parser.add_argument("--jpeg-size", type=int, default=512, help="pixels per side of each JPEG")
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=224, help="the model's input size")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="(d1), (d) pairs run back to back; medians count"
-    )
-    args = parser.parse_args(argv)
-    console = Console(width=140)
+def jpeg_rows(args: argparse.Namespace, console: Console) -> None:
+    """Rows (a) to (df): JPEG chest X-rays and the model of `--model`."""
     cores = sorted(os.sched_getaffinity(0))
 
     with tempfile.TemporaryDirectory(prefix="cnnq-bench-") as tmp:
@@ -357,6 +391,239 @@ def main(argv: list[str] | None = None) -> None:
                 f"{median(pairs):.2f}x, the median of {len(pairs)} back-to-back pairs "
                 f"({', '.join(f'{r:.2f}' for r in pairs)}); (d{suffix}) vs ({single}): {versus:.2f}x"
             )
+
+
+MNIST_TEST_IMAGES = REPO.parent / "shared" / "datasets" / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+SHIFTS = sorted(
+    ((dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)), key=lambda s: (abs(s[0]) + abs(s[1]), s)
+)
+"""Copy k of the MNIST test set is shifted by SHIFTS[k] (the first not at all): 49 distinct copies."""
+PLAIN_BATCH = 256
+PLAIN_THREADS = 2
+
+
+def mnist_pngs(count: int, cache: Path) -> Path:
+    """A folder of `count` 28x28 grayscale PNGs from the real MNIST test set, written once into `cache`
+    (in folders of 1000), each copy of the 10,000 past the first shifted by a pixel or more."""
+    folder = cache / f"mnist-png-{count}"
+    if folder.is_dir():
+        return folder
+    digits = np.frombuffer(MNIST_TEST_IMAGES.read_bytes(), dtype=np.uint8, offset=16).reshape(-1, 28, 28)
+    if count > len(digits) * len(SHIFTS):
+        raise SystemExit(f"--small-images: at most {len(digits) * len(SHIFTS)} distinct images")
+    partial = cache / f"mnist-png-{count}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for index in range(count):
+        copy, digit = divmod(index, len(digits))
+        pixels = np.roll(digits[digit], SHIFTS[copy], axis=(0, 1))
+        path = partial / f"{index // 1000:03d}" / f"mnist_{index:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, mode="L").save(path)
+    partial.rename(folder)
+    return folder
+
+
+def make_lenet_file(path: Path) -> Path:
+    """An untrained LeNet for 28x28 grayscale digits in cnnq's model-file format."""
+    from cnnq.jobs.checkpoint import ModelInfo, save_model_file
+    from cnnq.models.registry import build_model
+
+    torch.manual_seed(0)
+    network = build_model("lenet", in_channels=1, image_size=28, num_classes=10)
+    save_model_file(
+        path, network, ModelInfo("lenet", 1, 28, [str(d) for d in range(10)], (0.1307,), (0.3081,))
+    )
+    return path
+
+
+def plain_batched_loop(folder: Path, model_file: Path) -> float:
+    """(s): list the PNGs, PIL-decode them and score them with the model in batches of 256, one
+    process, 2 torch threads. Images per second (model load left out)."""
+    from cnnq.jobs.checkpoint import load_model_file
+
+    torch.set_num_threads(PLAIN_THREADS)
+    loaded = load_model_file(model_file)
+    model = loaded.model.eval()
+    mean, std = loaded.mean[0], loaded.std[0]
+    started = time.perf_counter()
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    with torch.inference_mode():
+        for start in range(0, len(paths), PLAIN_BATCH):
+            pixels = np.stack(
+                [np.asarray(Image.open(p).convert("L")) for p in paths[start : start + PLAIN_BATCH]]
+            )
+            x = torch.from_numpy(pixels).float().div_(255.0).sub_(mean).div_(std)[:, None]
+            torch.softmax(model(x), dim=1)
+    return len(paths) / (time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server of `admin_url`, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"cnnq_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        from cnnq.db.session import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class BulkRun:
+    seconds: float
+    """From the submit command's start to the parent's SUCCEEDED row."""
+    submitted: float
+    """From its start until `cnnq submit` returned (CLI start-up, listing, rows, messages)."""
+    shards: list[int]
+    plan: str
+    timeline: list[str]
+    """Each shard's claim and end, and the parent's end, in seconds from the parent's row."""
+    row_at: float
+    """When `cnnq submit` created the parent's row, in seconds from its start."""
+
+
+def cnnq_submit_to_succeeded(folder: Path, count: int, model_file: Path) -> BulkRun:
+    """(sq): `cnnq submit infer` with default options, timed until the parent's row is SUCCEEDED."""
+    from cnnq.db.jobs import children_of, get_job
+    from cnnq.db.records import log_lines
+    from cnnq.db.session import session_scope
+
+    command = [sys.executable, "-m", "cnnq", "submit", "infer", "--model-from", str(model_file)]
+    started, wall = time.perf_counter(), time.time()
+    done = subprocess.run(
+        [*command, "--input", str(folder), "--json"], capture_output=True, text=True, cwd=REPO
+    )
+    submitted = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"cnnq submit failed: {done.stderr.strip()}")
+    job_id = json.loads(done.stdout)["id"]
+    while True:
+        with session_scope() as s:
+            job = get_job(s, job_id)
+            if job.status.finished:
+                seconds = time.perf_counter() - started
+                children = children_of(s, job_id)
+                shards = [len(child.spec.get("paths") or ()) for child in children]
+                timeline = [
+                    f"{index}: {_since(job, child.claimed_at)}-{_since(job, child.finished_at)}"
+                    for index, child in enumerate(children, start=1)
+                ] + [f"parent ended {_since(job, job.finished_at)}"]
+                row_at = job.created_at.timestamp() - wall
+                plan = next(
+                    (line.line for line in log_lines(s, job_id) if "first shard scored" in line.line), ""
+                )
+                result, status, message = job.result or {}, str(job.status), job.error_message
+                break
+        time.sleep(0.05)
+    if status != "SUCCEEDED" or result.get("inputs") != count:
+        raise RuntimeError(
+            f"job {job_id} ended {status} with {result.get('inputs')} of {count} rows: {message}"
+        )
+    return BulkRun(seconds, submitted, shards, plan, timeline, row_at)
+
+
+def _since(parent: Any, moment: Any) -> str:
+    return "?" if moment is None else f"{(moment - parent.created_at).total_seconds():.1f}"
+
+
+def small_image_row(args: argparse.Namespace, console: Console) -> None:
+    """Rows (s) and (sq): small images, LeNet, a plain loop against cnnq from submit to SUCCEEDED."""
+    cores = sorted(os.sched_getaffinity(0))
+    console.print(f"the small-image row: {args.small_images} MNIST PNGs in {args.cache} ...")
+    folder = mnist_pngs(args.small_images, args.cache)
+    with tempfile.TemporaryDirectory(prefix="cnnq-bench-small-") as tmp:
+        directory = Path(tmp)
+        model_file = make_lenet_file(directory / "models" / "lenet.pt")
+        console.print("(s) plain loop ...")
+        plain = plain_batched_loop(folder, model_file)
+        database = (
+            contextlib.nullcontext(None) if args.small_db == "sqlite" else postgres_database(args.small_db)
+        )
+        with database as url:
+            stack = Stack(directory, database_url=url)
+            stack.start()
+            try:
+                console.print(f"(sq) cnnq, two workers on cores {cores[:2]}, {url or 'SQLite'} ...")
+                with stack.workers(cores[:2]):
+                    run = cnnq_submit_to_succeeded(folder, args.small_images, model_file)
+            finally:
+                stack.stop()
+
+    rate = args.small_images / run.seconds
+    table = Table(title=f"{args.small_images} MNIST PNGs (28x28), LeNet, {len(cores)} cores")
+    table.add_column("configuration")
+    table.add_column("images/s", justify="right")
+    table.add_column("vs (s)", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_row(
+        f"(s) plain loop: PIL + PyTorch, batches of {PLAIN_BATCH}, {PLAIN_THREADS} threads",
+        f"{plain:.0f}",
+        "1.00x",
+        f"{args.small_images / plain:.1f}",
+    )
+    table.add_row(
+        "(sq) cnnq, 2 workers, default options, submit to SUCCEEDED",
+        f"{rate:.0f}",
+        f"[bold]{rate / plain:.2f}x[/bold]",
+        f"{run.seconds:.1f}",
+    )
+    console.print(table)
+    after_row = args.small_images / (run.seconds - run.row_at)
+    console.print(
+        f"(sq) from the parent's row on, the submit command's own start-up left out: {after_row:.0f} "
+        f"images/s, {after_row / plain:.2f}x (s)"
+    )
+    sizes = ", ".join(str(size) for size in run.shards)
+    console.print(
+        f"(sq) `cnnq submit` created the parent's row after {run.row_at:.1f} s and returned after "
+        f"{run.submitted:.1f} s; {len(run.shards)} shards ({sizes})"
+    )
+    if run.plan:
+        console.print(f"(sq) {run.plan}")
+    console.print(f"(sq) seconds from the parent's row, shard by shard: {'; '.join(run.timeline)}")
+    console.print(f"goal: (sq) >= 0.8x (s): {'met' if rate / plain >= 0.8 else 'not met'}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=2000, help="JPEG files to score (0: no JPEG rows)")
+    parser.add_argument("--jpeg-size", type=int, default=512, help="pixels per side of each JPEG")
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=224, help="the model's input size")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="(d1), (d) pairs run back to back; medians count"
+    )
+    parser.add_argument(
+        "--small-images", type=int, default=100_000, help="MNIST PNGs of the small-image row (0: no row)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=Path.home() / ".cache" / "cnnq-bench", help="where the PNGs are kept"
+    )
+    parser.add_argument(
+        "--small-db",
+        default=POSTGRES_ADMIN_URL,
+        help="the small-image row's database: a PostgreSQL server's admin URL (a database is created on "
+        "it and dropped), or `sqlite`",
+    )
+    args = parser.parse_args(argv)
+    console = Console(width=140)
+    if args.images:
+        jpeg_rows(args, console)
+    if args.small_images:
+        small_image_row(args, console)
 
 
 if __name__ == "__main__":

@@ -77,11 +77,41 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = Field(
         default=10.0, description="A job that ignores a cancel request this long is stopped by its worker."
     )
+    shard_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="`--shard-size auto` (the default) sizes a bulk job's shards to about this many seconds "
+        "of scoring each, at the speed its first shard measured (fewer seconds when that would leave a "
+        "live worker without a share).",
+    )
     standby_process: bool = Field(
         default=True,
         description="Keep the next job's process started (torch imported) while a worker waits; "
         "costs one idle process's memory per worker.",
     )
+    job_process_max_mb: float = Field(
+        default=4096.0,
+        ge=0,
+        description="A job process holding more memory than this after a job is replaced by a fresh one "
+        "(0: no ceiling).",
+    )
+    job_process_max_jobs: int = Field(
+        default=100,
+        ge=0,
+        description="Jobs one job process runs before it is replaced by a fresh one (0: no limit).",
+    )
+    cache_memory: int = Field(
+        default_factory=lambda: memory_bytes() // 4,
+        ge=0,
+        description="A folder or X-ray set whose decoded images fit in this many bytes is decoded once "
+        "and trained from memory; a larger one is decoded every epoch by DataLoader workers. Bytes, or "
+        "a size such as 512MiB or 4GB (default: a quarter of this host's memory; 0: always stream).",
+    )
+
+    @field_validator("cache_memory", mode="before")
+    @classmethod
+    def _size_in_bytes(cls, value: object) -> object:
+        return parse_bytes(value) if isinstance(value, str) else value
 
     @field_validator("dashboard_password", mode="before")
     @classmethod
@@ -186,3 +216,37 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def parse_bytes(text: str) -> int:
+    """`4GiB`, `512MB`, `1.5G`, `1000000` -> bytes (K, M, G, T decimal; with `i`, powers of 1024)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"expected a number of bytes or a size such as 512MiB or 4GB, not {text!r}")
+    number, prefix, binary = match.groups()
+    prefix = prefix.lower()
+    unit = 1024 ** "bkmgt".index(prefix) if binary and prefix else _BYTE_UNITS[prefix]
+    return int(float(number) * unit)
+
+
+def format_bytes(count: float) -> str:
+    """1536 -> `1.5 KiB`: binary units, as `parse_bytes` reads them back."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def memory_bytes() -> int:
+    """This host's memory, or the cgroup's limit when a container sets a smaller one."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total

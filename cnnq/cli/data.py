@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cnnq.cli.output import console, print_json
+from cnnq.errors import UserError
 from cnnq.settings import get_settings
 
 data_app = typer.Typer(
@@ -39,7 +40,17 @@ def info_command(
     dataset: str = typer.Argument(..., help="mnist, cifar10, folder or xray."),
     data_root: Path | None = typer.Option(None, "--data-root", help=_DATA_ROOT_HELP),
     image_size: int | None = typer.Option(
-        None, "--image-size", min=8, max=1024, help="Square size to resize to."
+        None,
+        "--image-size",
+        min=8,
+        max=1024,
+        help="Square size to resize to (default: the dataset's; a folder's from its images).",
+    ),
+    channels: int | None = typer.Option(
+        None, "--channels", min=1, max=3, help="1 or 3 (default: the dataset's; a folder's from its images)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="The model to train: a size from the data is at least its smallest input."
     ),
     val_split: float = typer.Option(
         0.1, "--val-split", help="Fraction of training data held out for validation."
@@ -48,11 +59,15 @@ def info_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the limit and the validation carve."),
     as_json: bool = typer.Option(False, "--json", help="Print as one JSON object."),
 ) -> None:
-    """Index a dataset as a training job would: classes, split sizes, class counts, skipped files."""
+    """Index a dataset as a training job would: classes, split sizes, class counts, skipped files, and
+    for a folder or X-ray set what its sampled images are and the input chosen from them."""
     import torch
 
     from cnnq.data.registry import DataRequest, load_dataset
+    from cnnq.models.catalog import model_info
 
+    if channels == 2:
+        raise UserError("--channels: give 1 (grayscale) or 3 (RGB), not 2")
     request = DataRequest(
         dataset=dataset,
         root=_root(data_root),
@@ -61,6 +76,8 @@ def info_command(
         limit=limit,
         seed=seed,
         num_workers=0,
+        channels=channels,
+        model=model_info(model).name if model else None,
     )
     bundle = load_dataset(request, torch.device("cpu"))
     summary: dict[str, Any] = {
@@ -79,12 +96,14 @@ def info_command(
         },
         "skipped": [{"path": path, "reason": reason} for path, reason in bundle.skipped],
         "notes": bundle.notes,
+        "held": "memory" if bundle.held_in_memory else "streamed",
+        "sampled": bundle.survey,
     }
     if as_json:
         print_json(summary)
         return
     table = Table(title=f"{dataset} at {request.root}", show_header=False)
-    for key in ("in_channels", "image_size", "mean", "std"):
+    for key in ("in_channels", "image_size", "mean", "std", "held"):
         table.add_row(key, str(summary[key]))
     table.add_row(
         "splits", ", ".join(f"{k} {v if v is not None else '-'}" for k, v in summary["splits"].items())

@@ -1,27 +1,24 @@
-"""Looking at jobs and steering them: `jobs`, `show`, `logs`, `wait`, `cancel`, `retry`."""
+"""Looking at jobs and steering them: `jobs`, `show`, `logs`, `wait`, `cancel`, `retry`.
+
+The database modules are imported by the commands that run, not here: `cnnq --help` and the
+commands of other modules do not pay for SQLAlchemy's ORM.
+"""
 
 from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from sqlalchemy.orm import object_session
 
-from cnnq.cli.output import console, err_console, print_json
-from cnnq.db.clock import read_db_now
-from cnnq.db.jobs import JobNotFound, count_by_status, find_job, is_lost, list_jobs
-from cnnq.db.records import log_lines, prediction_counts
-from cnnq.db.session import session_scope
+from cnnq.cli.output import console, err_console, print_json, print_table
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, utcnow
-from cnnq.db.views import job_object
 from cnnq.errors import UserError
-from cnnq.settings import get_settings
+
+if TYPE_CHECKING:
+    from cnnq.db.tables import Job
 
 _POLL_SECONDS = 0.5
 _SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -32,6 +29,7 @@ _STYLE = {
     JobStatus.SUCCEEDED: "green",
     JobStatus.FAILED: "red",
     JobStatus.CANCELLED: "magenta",
+    JobStatus.PRUNED: "blue",
 }
 
 
@@ -39,8 +37,14 @@ def _is_lost(job: Job) -> bool:
     """Whether a running job's worker stopped beating, judged on the database's clock."""
     if job.status != JobStatus.RUNNING:
         return False
+    from sqlalchemy.orm import object_session
+
+    from cnnq.db.clock import read_db_now
+    from cnnq.db.jobs import is_lost
+    from cnnq.settings import get_settings
+
     session = object_session(job)
-    now = read_db_now(session) if session is not None else utcnow()
+    now = read_db_now(session) if session is not None else _utcnow()
     return is_lost(job, timedelta(seconds=get_settings().lost_after_seconds), now)
 
 
@@ -50,10 +54,12 @@ def status_text(job: Job) -> str:
 
 
 def _styled_status(job: Job) -> str:
-    return f"[{_STYLE[job.status]}]{status_text(job)}[/]"
+    return f"[{_STYLE.get(job.status, 'white')}]{status_text(job)}[/]"
 
 
 def _job(session: Any, job_id: str) -> Job:
+    from cnnq.db.jobs import JobNotFound, find_job
+
     try:
         return find_job(session, job_id)
     except JobNotFound as error:
@@ -62,19 +68,29 @@ def _job(session: Any, job_id: str) -> Job:
 
 def full_object(session: Any, job: Job) -> dict[str, Any]:
     """The job object, plus shard and prediction counts for a bulk parent."""
+    from cnnq.db.jobs import count_by_status
+    from cnnq.db.records import prediction_counts
+    from cnnq.db.views import job_object
+
     obj = job_object(session, job)
     obj["lost"] = _is_lost(job)
     shards = count_by_status(session, job.id)
-    if shards:
+    if shards and job.kind == "sweep":
+        obj["trials"] = {str(status): count for status, count in shards.items()}
+    elif shards:
         obj["shards"] = {str(status): count for status, count in shards.items()}
         obj["predictions"] = prediction_counts(session, job.spec.get("resume") or job.id, None)
     return obj
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def parse_since(text: str) -> datetime:
     match = _SINCE.match(text.strip())
     if match:
-        return utcnow() - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        return _utcnow() - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -87,7 +103,7 @@ def parse_since(text: str) -> datetime:
 def _duration(start: datetime | None, end: datetime | None) -> str:
     if start is None:
         return ""
-    seconds = int(((end or utcnow()) - start).total_seconds())
+    seconds = int(((end or _utcnow()) - start).total_seconds())
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
@@ -105,6 +121,8 @@ def _engine_line(result: dict[str, Any]) -> str:
 
 def print_job(session: Any, job: Job) -> None:
     """`cnnq show` for people: spec, status, timings, last metrics, artifacts, error."""
+    from rich.table import Table
+
     obj = full_object(session, job)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -117,7 +135,7 @@ def print_job(session: Any, job: Job) -> None:
         table.add_row("message", job.message)
     table.add_row("queue", f"{job.queue} (priority {job.priority})")
     if job.parent_id:
-        table.add_row("bulk job", job.parent_id)
+        table.add_row("sweep" if job.kind == "train" else "bulk job", job.parent_id)
     table.add_row("worker", f"{job.worker or '-'} on {job.device or '-'}, attempts {job.attempts}")
     table.add_row("created", job.created_at.isoformat(timespec="seconds"))
     if job.started_at:
@@ -133,6 +151,11 @@ def print_job(session: Any, job: Job) -> None:
         table.add_row(f"artifact {artifact['kind']}", f"{artifact['uri']} ({artifact['bytes']} bytes)")
     if job.result and job.result.get("engine"):
         table.add_row("engine", _engine_line(job.result))
+    if job.result and job.result.get("data"):
+        data = job.result["data"]
+        table.add_row("data", "; ".join([f"{data['input']}, {data['held']}", *data["choices"]]))
+    if "trials" in obj:
+        table.add_row("trials", ", ".join(f"{n} {s.lower()}" for s, n in obj["trials"].items()))
     if "shards" in obj:
         table.add_row("shards", ", ".join(f"{n} {s.lower()}" for s, n in obj["shards"].items()))
         table.add_row("predictions", ", ".join(f"{n} {k}" for k, n in obj["predictions"].items()))
@@ -145,6 +168,10 @@ def print_job(session: Any, job: Job) -> None:
 
 def wait_for(job_id: str, *, as_json: bool = False, timeout: float | None = None) -> int:
     """Follow a job until it ends, showing its progress; 0 when it SUCCEEDED, 1 otherwise, 124 on timeout."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cnnq.db.session import session_scope
+
     deadline = None if timeout is None else time.monotonic() + timeout
     with session_scope() as session:
         job_id = _job(session, job_id).id
@@ -192,9 +219,14 @@ def wait_for(job_id: str, *, as_json: bool = False, timeout: float | None = None
 
 def jobs_command(
     status: list[str] = typer.Option(
-        [], "--status", "-s", help="Only jobs in this status (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)."
+        [],
+        "--status",
+        "-s",
+        help="Only jobs in this status (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, PRUNED).",
     ),
-    kind: list[str] = typer.Option([], "--kind", "-k", help="Only jobs of this kind (train, eval, infer)."),
+    kind: list[str] = typer.Option(
+        [], "--kind", "-k", help="Only jobs of this kind (train, eval, infer, sweep)."
+    ),
     since: str | None = typer.Option(None, "--since", help="Only jobs created since: 30m, 2h, 7d or a date."),
     shards: bool = typer.Option(False, "--shards", help="Also list the shards of bulk jobs."),
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many jobs, newest first."),
@@ -205,10 +237,15 @@ def jobs_command(
         statuses = [JobStatus(s.upper()) for s in status]
     except ValueError:
         raise UserError(f"--status: one of {', '.join(JobStatus)}; got {', '.join(status)}") from None
-    bad_kinds = [k for k in kind if k not in ("train", "eval", "infer")]
+    bad_kinds = [k for k in kind if k not in ("train", "eval", "infer", "sweep")]
     if bad_kinds:
-        raise UserError(f"--kind: {bad_kinds[0]!r} is not train, eval or infer")
+        raise UserError(f"--kind: {bad_kinds[0]!r} is not train, eval, infer or sweep")
     moment = parse_since(since) if since else None
+    from rich.table import Table
+
+    from cnnq.db.jobs import list_jobs
+    from cnnq.db.session import session_scope
+
     with session_scope() as session:
         found = list_jobs(
             session, statuses=statuses, kinds=kind, since=moment, top_level=not shards, limit=limit
@@ -232,7 +269,10 @@ def jobs_command(
                 job.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
                 job.message or "",
             )
-    console.print(table if found else "no jobs")
+    if found:
+        print_table(table)
+    else:
+        console.print("no jobs")
 
 
 def show_command(
@@ -240,6 +280,8 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
 ) -> None:
     """A job's spec, status, timings, last metrics, artifacts and error."""
+    from cnnq.db.session import session_scope
+
     with session_scope() as session:
         job = _job(session, job_id)
         if as_json:
@@ -254,6 +296,9 @@ def logs_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {time, line}."),
 ) -> None:
     """A job's log lines."""
+    from cnnq.db.records import log_lines
+    from cnnq.db.session import session_scope
+
     after = 0
     collected: list[dict[str, str]] = []
     while True:
@@ -290,6 +335,7 @@ def cancel_command(
     as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
 ) -> None:
     """Cancel a job: a queued one now, a running one within seconds (a bulk job: all its shards)."""
+    from cnnq.db.session import session_scope
     from cnnq.lifecycle.cancel import cancel_job
 
     with session_scope() as session:
@@ -313,6 +359,7 @@ def retry_command(
     as_json: bool = typer.Option(False, "--json", help="Print the new job object as JSON."),
 ) -> None:
     """Submit a new job with the same spec, queue and priority."""
+    from cnnq.db.session import session_scope
     from cnnq.lifecycle.submit import retry_job
 
     with session_scope() as session:

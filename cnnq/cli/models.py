@@ -12,9 +12,9 @@ from rich.table import Table
 from cnnq.cli.output import console, print_json
 from cnnq.errors import UserError
 
-if TYPE_CHECKING:  # the zoo imports torch: only the commands that use it pay for it
+if TYPE_CHECKING:  # describing a model imports torch: only `cnnq models describe` pays for it
+    from cnnq.models.catalog import ModelInfo
     from cnnq.models.describe import ModelSummary
-    from cnnq.models.registry import ModelInfo
 
 _INPUT = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
@@ -39,8 +39,9 @@ def _weights_file(info: ModelInfo) -> str | None:
 
 
 def _info_object(info: ModelInfo) -> dict[str, object]:
-    from cnnq.models.recipes import recipe_for
-    from cnnq.models.registry import ALIASES
+    from cnnq.data.catalog import DATASETS
+    from cnnq.models.catalog import ALIASES
+    from cnnq.models.recipes import recipes_by_data
     from cnnq.models.weights import cached_weights_path
 
     weights_file = _weights_file(info)
@@ -55,12 +56,23 @@ def _info_object(info: ModelInfo) -> dict[str, object]:
         "default_input": list(info.default_input),
         "default_classes": info.default_classes,
         "min_size": info.min_size,
-        "recipe": recipe_for(info.name),
+        "recipes": recipes_by_data(info.name, list(DATASETS)),
     }
 
 
+def _recipes_text(recipes: dict[str, dict[str, object]]) -> str:
+    """`mnist: --optimizer adam --augment ...; cifar10, folder, xray: --optimizer adam` (base: none)."""
+    by_options: dict[str, list[str]] = {}
+    for dataset, recipe in recipes.items():
+        options = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe.items()) or "base"
+        by_options.setdefault(options, []).append(dataset)
+    if len(by_options) == 1:
+        return next(iter(by_options))
+    return "; ".join(f"{', '.join(datasets)}: {options}" for options, datasets in by_options.items())
+
+
 def list_models(as_json: bool) -> None:
-    from cnnq.models.registry import model_info, model_names
+    from cnnq.models.catalog import model_info, model_names
 
     objects = [_info_object(model_info(name)) for name in model_names()]
     if as_json:
@@ -74,11 +86,12 @@ def list_models(as_json: bool) -> None:
         name = f"{obj['name']} ({aliases})" if aliases else str(obj["name"])
         pretrained = ("y (cached)" if obj["weights_cached"] else "y") if obj["pretrained"] else "n"
         default_input = "x".join(str(n) for n in obj["default_input"])  # type: ignore[union-attr]
-        recipe = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in obj["recipe"].items()) or "base"  # type: ignore[attr-defined]
+        recipe = _recipes_text(obj["recipes"])  # type: ignore[arg-type]
         table.add_row(name, str(obj["family"]), str(obj["description"]), pretrained, default_input, recipe)
     console.print(table)
     console.print(
-        "recipe: the train options a model gets when they are not given (base: sgd, no augmentation).\n"
+        "recipe: the train options a model gets on each dataset when they are not given (base: sgd, no "
+        "augmentation); a folder of your own images gets no augmentation unless you ask (--augment).\n"
         "--pretrained loads torchvision's ImageNet weights from its cache (see `cnnq models --json` for each "
         "file's path) or from --weights FILE; nothing is downloaded.",
         highlight=False,
@@ -157,8 +170,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Each layer's output shape, parameters and receptive field; totals of parameters, MACs and FLOPs."""
+        from cnnq.models.catalog import model_info
         from cnnq.models.describe import describe_model
-        from cnnq.models.registry import model_info
 
         info = model_info(name)
         channels, side, _ = parse_input(input_shape) if input_shape else info.default_input

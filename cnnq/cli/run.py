@@ -7,13 +7,13 @@ import typer
 from cnnq.cli.jobs import full_object, print_job
 from cnnq.cli.output import print_json
 from cnnq.cli.spec_options import AnySpec, Placement, spec_commands
-from cnnq.db.jobs import create_job, get_job
-from cnnq.db.migrate import upgrade_database
-from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 
 
 def _execute(spec: AnySpec, placement: Placement) -> None:
+    from cnnq.db.jobs import create_job, get_job
+    from cnnq.db.migrate import upgrade_database
+    from cnnq.db.session import session_scope
     from cnnq.lifecycle.claim import default_worker_name, execute_job
     from cnnq.lifecycle.queues import LOCAL_QUEUE
     from cnnq.workers.heartbeat import Heartbeat

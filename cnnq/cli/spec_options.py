@@ -118,6 +118,11 @@ def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     return params
 
 
+def train_parameters() -> list[inspect.Parameter]:
+    """The options of `train` (`cnnq sweep` takes them too, each a fixed option of every trial)."""
+    return _parameters(TrainSpec)
+
+
 def resolve_model_from(value: str) -> Path:
     """`--model-from`: a training job's id (or unique prefix), or a model file written by one."""
     path = Path(value).expanduser()

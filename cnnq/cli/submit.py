@@ -7,13 +7,13 @@ import typer
 from cnnq.cli.jobs import full_object, wait_for
 from cnnq.cli.output import console, print_json
 from cnnq.cli.spec_options import AnySpec, Placement, spec_commands
-from cnnq.db.jobs import get_job
-from cnnq.db.migrate import upgrade_database
-from cnnq.db.session import session_scope
 
 
 def _execute(spec: AnySpec, placement: Placement) -> None:
+    from cnnq.db.jobs import get_job
+    from cnnq.db.migrate import upgrade_database
     from cnnq.db.outage import is_outage
+    from cnnq.db.session import session_scope
     from cnnq.lifecycle.submit import Placement as Where
     from cnnq.lifecycle.submit import database_unavailable, submit_job
 

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from cnnq.cli.output import console, err_console, print_json
+from cnnq.cli.output import console, err_console, print_json, print_table
 from cnnq.settings import get_settings
 
 
@@ -100,7 +100,10 @@ def workers_command(
         table.add_row(
             r["name"], r["hostname"], str(r["pid"]), ",".join(r["queues"]), gpu, r["state"], r["heartbeat_at"]
         )
-    console.print(table if rows else "no workers; start one with `cnnq worker` or `cnnq up`")
+    if rows:
+        print_table(table)
+    else:
+        console.print("no workers; start one with `cnnq worker` or `cnnq up`")
     if depths is None:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     else:

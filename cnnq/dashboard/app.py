@@ -16,16 +16,29 @@ from cnnq.dashboard.login import logged_in, require_login
 
 SCREENS = Path(__file__).resolve().parent / "screens"
 
-st.set_page_config(page_title="cnnq", page_icon=":material/neurology:", layout="wide")
+# An emoji icon is drawn in the page itself; a `:material/...:` one is fetched from a font CDN, which an
+# air-gapped hospital network cannot reach.
+st.set_page_config(page_title="cnnq", page_icon="🩻", layout="wide")
+
+JOBS = st.Page(SCREENS / "jobs.py", title="Jobs", icon=":material/list:", url_path="runs", default=True)
+
+
+def _jobs_alias() -> None:
+    """`/jobs` (the default page is served at `/`, and reserves `/runs`): the same page, not a "Page not
+    found" box."""
+    st.switch_page(JOBS)
+
 
 navigation = st.navigation(
     {
         "Jobs": [
-            st.Page(SCREENS / "jobs.py", title="Jobs", icon=":material/list:", url_path="jobs", default=True),
+            JOBS,
+            st.Page(_jobs_alias, title="Jobs", url_path="jobs", visibility="hidden"),
             st.Page(SCREENS / "job.py", title="Job", icon=":material/monitoring:", url_path="job"),
             st.Page(
                 SCREENS / "compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"
             ),
+            st.Page(SCREENS / "sweeps.py", title="Sweeps", icon=":material/tune:", url_path="sweeps"),
         ],
         "Inference": [
             st.Page(SCREENS / "bulk.py", title="Bulk scoring", icon=":material/stacks:", url_path="bulk"),

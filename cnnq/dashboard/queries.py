@@ -15,23 +15,10 @@ from sqlalchemy.orm import Session
 
 from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import children_of, list_jobs
-from cnnq.db.records import MODEL_ARTIFACT, artifacts_of, last_metrics, metric_history
+from cnnq.db.records import MODEL_ARTIFACT, artifacts_of, curve_points, last_metrics, metric_history
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Artifact, Job, Prediction, Worker, utcnow
+from cnnq.db.tables import Artifact, Job, Worker, utcnow
 from cnnq.db.workers import list_workers, worker_state
-
-JOB_COLUMNS = [
-    "id",
-    "status",
-    "kind",
-    "model",
-    "dataset",
-    "progress",
-    "duration",
-    "worker",
-    "device",
-    "created",
-]
 
 TIME_WINDOWS: dict[str, timedelta | None] = {
     "last hour": timedelta(hours=1),
@@ -42,13 +29,13 @@ TIME_WINDOWS: dict[str, timedelta | None] = {
 
 
 def model_of(spec: dict[str, Any]) -> str:
-    """A train job's model name; an eval or infer job's training job."""
-    return str(spec.get("model") or spec.get("model_from") or "")
+    """A train job's model name; an eval or infer job's training job; a sweep's fixed model."""
+    return str(spec.get("model") or spec.get("model_from") or (spec.get("train") or {}).get("model") or "")
 
 
 def dataset_of(spec: dict[str, Any]) -> str:
-    """The dataset of a train or eval job; the input of an infer job."""
-    return str(spec.get("dataset") or spec.get("input") or "")
+    """The dataset of a train or eval job (or of a sweep's trials); the input of an infer job."""
+    return str(spec.get("dataset") or spec.get("input") or (spec.get("train") or {}).get("dataset") or "")
 
 
 def duration_of(job: Job, now: datetime | None = None) -> timedelta | None:
@@ -81,39 +68,6 @@ def format_bytes(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def jobs_frame(
-    session: Session,
-    *,
-    statuses: Sequence[JobStatus] = (),
-    kinds: Sequence[str] = (),
-    window: timedelta | None = None,
-    include_shards: bool = False,
-    limit: int = 500,
-) -> pd.DataFrame:
-    """The jobs table, newest first."""
-    now = utcnow()
-    since = now - window if window is not None else None
-    jobs = list_jobs(
-        session, statuses=statuses, kinds=kinds, since=since, top_level=not include_shards, limit=limit
-    )
-    rows = [
-        {
-            "id": job.id,
-            "status": str(job.status),
-            "kind": job.kind,
-            "model": model_of(job.spec),
-            "dataset": dataset_of(job.spec),
-            "progress": float(job.progress or 0.0),
-            "duration": format_duration(duration_of(job, now)),
-            "worker": job.worker or "",
-            "device": job.device or "",
-            "created": job.created_at,
-        }
-        for job in jobs
-    ]
-    return pd.DataFrame(rows, columns=JOB_COLUMNS)
-
-
 def any_running(session: Session) -> bool:
     """Whether a job is queued or running, so that a page should keep refreshing."""
     active = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -137,6 +91,17 @@ def epoch_history(session: Session, job_id: str) -> pd.DataFrame:
     return frame[frame["train_loss"].notna()].reset_index(drop=True)
 
 
+def curve_frame(session: Session, job_id: str) -> pd.DataFrame:
+    """A training job's within-epoch curve: one row per step with `time` and a column per name."""
+    points = curve_points(session, job_id)
+    if not points:
+        return pd.DataFrame(columns=["step", "time"])
+    frame = pd.DataFrame(points, columns=["step", "name", "value", "time"])
+    values = frame.pivot_table(index="step", columns="name", values="value", aggfunc="last")
+    times = frame.groupby("step")["time"].max()
+    return values.join(times).reset_index()
+
+
 def artifacts_frame(session: Session, job_id: str) -> pd.DataFrame:
     rows = [
         {"kind": a.kind, "size": format_bytes(a.bytes), "bytes": a.bytes, "path": a.uri, "sha256": a.sha256}
@@ -153,11 +118,6 @@ def per_class_frame(result: dict[str, Any]) -> pd.DataFrame:
     else:
         rows = list(per_class)
     return pd.DataFrame(rows)
-
-
-def training_jobs(session: Session, *, succeeded_only: bool = False, limit: int = 200) -> list[Job]:
-    statuses = (JobStatus.SUCCEEDED,) if succeeded_only else ()
-    return list_jobs(session, kinds=("train",), statuses=statuses, limit=limit)
 
 
 def trained_models(session: Session) -> pd.DataFrame:
@@ -184,8 +144,9 @@ def trained_models(session: Session) -> pd.DataFrame:
 
 
 def differing_options(specs: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """The spec options whose values differ between jobs: one row per job, one column per option."""
-    keys = sorted({key for spec in specs.values() for key in spec})
+    """The options whose values differ between jobs: one row per job, one column per option (in the
+    order the jobs give them)."""
+    keys = list(dict.fromkeys(key for spec in specs.values() for key in spec))
     differing = [key for key in keys if len({repr(spec.get(key)) for spec in specs.values()}) > 1]
     # Values display as text: one column may hold None next to numbers.
     rows = [
@@ -198,33 +159,57 @@ def differing_options(specs: dict[str, dict[str, Any]]) -> pd.DataFrame:
 FINAL_METRICS = ["val_accuracy", "val_loss", "train_accuracy", "train_loss", "test_accuracy", "test_loss"]
 
 
-def comparison(session: Session, job_ids: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Training curves of several jobs stacked in one long frame, and their summary table
-    (differing options, epochs run, duration and final metrics)."""
+def comparison(
+    session: Session, job_ids: Sequence[str], *, differing_only: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training curves of several jobs stacked in one long frame, and their summary table: one row per
+    job with its status, epochs run, duration, model and dataset, the hyperparameters it used (those that
+    differ between the jobs, unless `differing_only` is off), its best metrics and its final ones."""
+    from cnnq.dashboard.runs import METRIC_SUMMARIES, hyperparameters_of, metric_summaries
+
     curves = []
-    specs: dict[str, dict[str, Any]] = {}
-    finals = []
+    options: dict[str, dict[str, Any]] = {}
+    rows = []
+    summaries = metric_summaries(session, list(job_ids))
     for job_id in job_ids:
         job = session.get(Job, job_id)
         if job is None:
             continue
-        specs[job.id] = job.spec
+        options[job.id] = {
+            "model": model_of(job.spec),
+            "dataset": dataset_of(job.spec),
+            **hyperparameters_of(job),
+        }
         history = epoch_history(session, job.id)
         if not history.empty:
             curves.append(history.assign(job=job.id))
         last = last_metrics(session, job.id)
-        finals.append(
+        duration = duration_of(job)
+        rows.append(
             {
                 "job": job.id,
                 "status": str(job.status),
-                "epochs": len(history),
-                "duration": format_duration(duration_of(job)),
-                **{name: last.get(name) for name in FINAL_METRICS},
+                "epochs run": len(history),
+                "duration (s)": round(duration.total_seconds(), 1) if duration is not None else None,
+                **{label: summaries.get(job.id, {}).get(label) for label in METRIC_SUMMARIES},
+                **{f"final {name}": last.get(name) for name in FINAL_METRICS if not name.startswith("test_")},
             }
         )
     curve_frame = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["job", "epoch"])
-    summary = differing_options(specs).merge(pd.DataFrame(finals), on="job") if finals else pd.DataFrame()
-    return curve_frame, summary
+    if not rows:
+        return curve_frame, pd.DataFrame()
+    chosen = differing_options(options) if differing_only and len(options) > 1 else _all_options(options)
+    summary = chosen.join(pd.DataFrame(rows).set_index("job"), on="job")
+    return curve_frame, summary.dropna(axis="columns", how="all")
+
+
+def _all_options(options: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    keys = list(dict.fromkeys(key for values in options.values() for key in values))
+    rows = [
+        {"job": job_id, **{k: "" if v.get(k) is None else str(v.get(k)) for k in keys}}
+        for job_id, v in options.items()
+    ]
+    return pd.DataFrame(rows, columns=["job", *keys])
 
 
 def bulk_jobs(session: Session, limit: int = 200) -> list[Job]:
@@ -253,26 +238,6 @@ def shards_frame(session: Session, job: Job) -> pd.DataFrame:
     )
 
 
-def predictions_frame(session: Session, bulk_id: str) -> pd.DataFrame:
-    """Every scored or flagged input of a bulk job, highest score first."""
-    rows = session.execute(
-        select(
-            Prediction.input,
-            Prediction.label,
-            Prediction.score,
-            Prediction.error,
-            Prediction.job_id,
-            Prediction.probabilities,
-        )
-        .where(Prediction.bulk_id == bulk_id)
-        .order_by(Prediction.score.desc().nulls_last(), Prediction.input)
-    ).all()
-    return pd.DataFrame(
-        [tuple(row) for row in rows],
-        columns=["input", "label", "score", "error", "shard", "probabilities"],
-    )
-
-
 def bulk_decision(session: Session, job: Job) -> tuple[float | None, str | None]:
     """The threshold and positive class a bulk job scored with, from its shards' (or its own) result;
     (None, None) until one has finished or for more than two classes."""
@@ -285,15 +250,16 @@ def bulk_decision(session: Session, job: Job) -> tuple[float | None, str | None]
     return (float(threshold) if threshold is not None else None), None
 
 
-def results_csv(predictions: pd.DataFrame) -> bytes:
-    """The download of a bulk job's results: one row per input."""
-    columns = ["input", "label", "score", "error", "shard"]
-    return predictions[columns].to_csv(index=False).encode()
-
-
 def workers_frame(session: Session, lost_after: timedelta) -> pd.DataFrame:
     """The workers that have registered, with their hardware and how recently they beat."""
     now = read_db_now(session)
+    running: dict[str, list[str]] = {}
+    for worker_name, job_id in session.execute(
+        select(Job.worker, Job.id)
+        .where(Job.status == JobStatus.RUNNING, Job.worker.is_not(None))
+        .order_by(Job.id)
+    ):
+        running.setdefault(worker_name, []).append(job_id)
     rows = []
     for worker in list_workers(session, include_stopped=True):
         age = now - worker.heartbeat_at
@@ -307,12 +273,13 @@ def workers_frame(session: Session, lost_after: timedelta) -> pd.DataFrame:
             {
                 "worker": worker.name,
                 "state": state,
+                "current job": ", ".join(running.get(worker.name, [])),
                 "host": worker.hostname,
                 "pid": worker.pid,
                 "queues": ", ".join(str(q) for q in worker.queues or []),
                 "gpu": gpu,
-                "gpu memory (MiB)": worker.gpu_memory_mb,
-                "memory (MiB)": worker.memory_mb,
+                "GPU memory (MiB)": worker.gpu_memory_mb,
+                "host RAM (MiB)": worker.memory_mb,
                 "last heartbeat": worker.heartbeat_at,
                 "seconds since": round(age.total_seconds(), 1),
             }
@@ -322,12 +289,13 @@ def workers_frame(session: Session, lost_after: timedelta) -> pd.DataFrame:
         columns=[
             "worker",
             "state",
+            "current job",
             "host",
             "pid",
             "queues",
             "gpu",
-            "gpu memory (MiB)",
-            "memory (MiB)",
+            "GPU memory (MiB)",
+            "host RAM (MiB)",
             "last heartbeat",
             "seconds since",
         ],

@@ -2,7 +2,8 @@
 
 The label comes from the same `Decision` as bulk inference, so one image scores here as it would in a
 bulk job. The upload is written only inside a temporary directory (the decoder reads files), removed
-as soon as the image is decoded.
+as soon as the image is decoded. Torch is imported only once an image is scored, so that opening the page
+stays quick.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from cnnq.data.decode import ImageDecodeError, ImageTooLarge, load_image
 from cnnq.errors import UserError
-from cnnq.jobs.checkpoint import LoadedModel
-from cnnq.jobs.gradcam import explain_image, overlay
+
+if TYPE_CHECKING:
+    from cnnq.jobs.checkpoint import LoadedModel
 
 _KEPT_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
 
@@ -51,6 +54,8 @@ def decode_upload(name: str, data: bytes) -> Image.Image:
 
 
 def score_image(image: Image.Image, loaded: LoadedModel, name: str = "upload") -> XrayScore:
+    from cnnq.jobs.gradcam import explain_image, overlay  # torch: imported when an image is scored
+
     explained = explain_image(loaded, image, name=name)
     return XrayScore(
         label=explained.label,

@@ -7,19 +7,21 @@ Pixels pulled from outside the image repeat the nearest edge (Keras' fill_mode="
 
 Random parameters are drawn on the CPU from a seeded `torch.Generator` for a whole pass at once
 (`sample`), so a given (seed, epoch) gives the same augmentation on any device; `apply` then warps
-a batch with one `affine_grid` + `grid_sample`.
+a batch with one `affine_grid` + `grid_sample`. torch is imported where a batch is warped, so that
+`cnnq submit` checks `--augment` (`parse_augment`) without it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from cnnq.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 _VALUED = {"rotation": 360.0, "shift": 1.0, "wshift": 1.0, "hshift": 1.0, "zoom": 0.9}
 ACCEPTED = "rotation=DEGREES, shift=FRACTION, wshift=FRACTION, hshift=FRACTION, zoom=FRACTION, flip"
@@ -46,6 +48,8 @@ class Augmentation:
 
     def sample(self, count: int, generator: torch.Generator) -> Tensor:
         """Per-sample parameters (count, 6) on the CPU: angle (rad), shifts, zooms, flip (0/1)."""
+        import torch
+
         u = torch.rand(count, 6, generator=generator, dtype=torch.float32) * 2 - 1
         params = torch.empty(count, 6)
         params[:, _ANGLE] = u[:, _ANGLE] * math.radians(self.rotation)
@@ -58,6 +62,9 @@ class Augmentation:
 
     def apply(self, images: Tensor, params: Tensor) -> Tensor:
         """Warp a float NCHW batch with `params` rows (from `sample`, already on its device)."""
+        import torch
+        import torch.nn.functional as F
+
         if self.is_identity:
             return images
         flip = params[:, _FLIP] > 0.5
@@ -77,6 +84,8 @@ class Augmentation:
 
 def _thetas(params: Tensor) -> Tensor:
     """(N, 2, 3) maps from output to input coordinates: rotate . zoom . flip, then shift."""
+    import torch
+
     cos, sin = torch.cos(params[:, _ANGLE]), torch.sin(params[:, _ANGLE])
     zx = params[:, _ZOOM_X] * (1 - 2 * params[:, _FLIP])
     zy = params[:, _ZOOM_Y]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -43,6 +43,23 @@ class DatasetBundle:
     test: BatchSource | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    """Everything a job logs about its data, `choices` included."""
+    held_in_memory: bool = True
+    """The images are decoded uint8 tensors (else DataLoader workers decode the files every epoch)."""
+    choices: list[str] = field(default_factory=list)
+    """How the input (channels, size) and where the images are held were chosen."""
+    survey: dict[str, Any] | None = None
+    """What the sampled images of a folder or X-ray set were (`cnnq.data.survey`)."""
+
+    def summary(self) -> dict[str, Any]:
+        """The data as a job's result records it (`cnnq show`)."""
+        side = self.image_size
+        return {
+            "input": f"{self.in_channels}x{side}x{side}",
+            "held": "memory" if self.held_in_memory else "streamed",
+            "choices": self.choices,
+            "sampled": self.survey,
+        }
 
 
 class BatchFinisher:

@@ -15,12 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnq.data.catalog import CIFAR10_META_FILE
 from cnnq.errors import UserError
-
-FOLDER = "cifar-10-batches-py"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILES = ("test_batch",)
-META_FILE = "batches.meta"
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -67,7 +63,7 @@ def read_batches(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.n
 
 
 def read_label_names(folder: Path) -> list[str]:
-    names = _load(folder / META_FILE).get("label_names")
+    names = _load(folder / CIFAR10_META_FILE).get("label_names")
     if not isinstance(names, list):
-        raise UserError(f"cifar10: {folder / META_FILE} has no label_names")
+        raise UserError(f"cifar10: {folder / CIFAR10_META_FILE} has no label_names")
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnq.data.image_folders import FileList, class_names, drop_unreadable, has_class_folders, list_files
+from cnnq.data.catalog import has_class_folders
+from cnnq.data.image_folders import FileList, class_names, drop_unreadable, list_files
 from cnnq.data.splits import seeded_subset, stratified_split
 from cnnq.errors import UserError
-
-XRAY_DIR = "chest_xray"
 
 
 @dataclass
@@ -40,14 +39,6 @@ class SplitDirs:
     train: Path
     val: Path | None
     test: Path | None
-
-
-def xray_root(root: Path) -> Path | None:
-    """The `chest_xray` folder (the one holding train/) for a data root, or None."""
-    for candidate in (root, root / XRAY_DIR, root / XRAY_DIR / XRAY_DIR):
-        if has_class_folders(candidate / "train"):
-            return candidate
-    return None
 
 
 def split_dirs(tree: Path) -> SplitDirs:

@@ -3,8 +3,9 @@
 Every file is checked once when the set is indexed (PNG: PIL verify, which walks every chunk and
 its CRC; JPEG: a decode at 1/8 scale, which still reads the whole stream so a truncated file
 fails; anything else: a full decode). Unreadable files are left out and listed with the reason.
-Training then decodes each file once per epoch in DataLoader workers exactly as inference does
-(`decode.load_image(path, min_size=image_size)` -> L/RGB -> resize -> uint8); normalising and
+Each file is decoded exactly as inference decodes it (`decode.load_image(path, min_size=image_size)`
+-> L/RGB -> resize -> uint8): once for the whole job when the set fits in memory
+(`memory_cache`), else once per epoch in DataLoader workers (`LoaderBatchSource`); normalising and
 augmenting happen on the whole batch on the device (`BatchFinisher`).
 """
 
@@ -42,10 +43,6 @@ class FileList:
 
     def __add__(self, other: FileList) -> FileList:
         return FileList(self.paths + other.paths, np.concatenate([self.labels, other.labels]))
-
-
-def has_class_folders(directory: Path) -> bool:
-    return directory.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in directory.iterdir())
 
 
 def class_names(directory: Path) -> list[str]:

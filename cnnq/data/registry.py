@@ -1,11 +1,5 @@
-"""The datasets cnnq knows, how to check them at submit, load them in a job, and fetch them.
-
-| dataset | data root holds                          | channels | default size | mean / std              |
-|---------|------------------------------------------|----------|--------------|-------------------------|
-| mnist   | MNIST/raw/*-ubyte (torchvision's layout) | 1        | 28           | 0.1307 / 0.3081         |
-| cifar10 | cifar-10-batches-py/ (python pickles)    | 3        | 32           | CIFAR-10 per channel    |
-| folder  | <class>/* or train/<class>/* (+test/)    | 3        | 224          | 0.5 / 0.5 per channel   |
-| xray    | chest_xray/{train,val,test}/<class>/*    | 1        | 224          | 0.5 / 0.5               |
+"""The datasets cnnq knows, loaded in a job and fetched; their facts and the check at submit are in
+`cnnq.data.catalog` (no torch), re-exported here.
 
 MNIST and CIFAR-10: the official test set is the test split; validation is a seeded, stratified
 `val_split` carved from the training set; `limit` keeps the first N of the training file (and of
@@ -16,18 +10,31 @@ the test file). Folder and X-ray rules are in `folder_layouts`.
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 import torch
 
 from cnnq.data import tensor_sets
 from cnnq.data.augment import Augmentation, parse_augment
-from cnnq.data.bundle import BatchFinisher, DatasetBundle
-from cnnq.data.folder_layouts import index_splits, split_dirs, xray_root
-from cnnq.data.image_folders import FileList, LoaderBatchSource, has_class_folders
+from cnnq.data.bundle import BatchFinisher, BatchSource, DatasetBundle
+from cnnq.data.catalog import (
+    DATASETS,
+    DataRequest,
+    DatasetFacts,
+    check_dataset,
+    cifar10_folder,
+    dataset_facts,
+    mnist_folder,
+    xray_root,
+)
+from cnnq.data.folder_layouts import index_splits, split_dirs
+from cnnq.data.image_folders import LoaderBatchSource
+from cnnq.data.memory_cache import HeldFiles, decode_files, decoded_bytes
 from cnnq.data.splits import class_counts, stratified_split
+from cnnq.data.survey import choose_input, survey_files
 from cnnq.errors import UserError
+from cnnq.settings import format_bytes, get_settings
 
 __all__ = [
     "DATASETS",
@@ -41,44 +48,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DataRequest:
-    dataset: str
-    root: Path
-    image_size: int | None = None
-    val_split: float = 0.1
-    limit: int | None = None
-    batch_size: int = 64
-    num_workers: int = 2
-    augment: str | None = None
-    seed: int = 0
-    channels: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
-class DatasetFacts:
-    channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    fetchable: bool
-
-
-DATASETS: dict[str, DatasetFacts] = {
-    "mnist": DatasetFacts(1, 28, tensor_sets.MNIST_MEAN, tensor_sets.MNIST_STD, fetchable=True),
-    "cifar10": DatasetFacts(3, 32, tensor_sets.CIFAR10_MEAN, tensor_sets.CIFAR10_STD, fetchable=True),
-    "folder": DatasetFacts(3, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), fetchable=False),
-    "xray": DatasetFacts(1, 224, (0.5,), (0.5,), fetchable=False),
-}
 _LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def dataset_facts(name: str) -> DatasetFacts:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name]
 
 
 def _statistics(request: DataRequest, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -94,39 +64,6 @@ def _statistics(request: DataRequest, channels: int) -> tuple[tuple[float, ...],
         (sum(w * m for w, m in zip(_LUMA_WEIGHTS, mean, strict=True)),),
         (sum(w * s for w, s in zip(_LUMA_WEIGHTS, std, strict=True)),),
     )
-
-
-def _fetch_hint(name: str, root: Path) -> str:
-    return f"fetch it with `cnnq data fetch {name} --data-root {root}`"
-
-
-def check_dataset(request: DataRequest) -> None:
-    """Refuse (UserError naming where it looked and how to fix it) a request that cannot load."""
-    dataset_facts(request.dataset)
-    parse_augment(request.augment)
-    if request.channels not in (None, 1, 3):
-        raise UserError(f"channels must be 1 or 3, not {request.channels}")
-    if not 0.0 < request.val_split < 1.0:
-        raise UserError(f"--val-split must be between 0 and 1, not {request.val_split}")
-    for key in ("mean", "std"):
-        values = getattr(request, key)
-        if values is not None and len(values) not in (1, 3):
-            raise UserError(f"{key} needs 1 or 3 values, not {len(values)}")
-    root = request.root
-    if request.dataset == "mnist" and (missing := tensor_sets.mnist_missing(root)):
-        raise UserError(f"mnist not found: no {missing[0]}; {_fetch_hint('mnist', root)}")
-    if request.dataset == "cifar10" and (missing := tensor_sets.cifar10_missing(root)):
-        raise UserError(f"cifar10 not found: no {missing[0]}; {_fetch_hint('cifar10', root)}")
-    if request.dataset == "folder" and not has_class_folders(root):
-        raise UserError(
-            f"folder dataset not found: {root} has no class folders; "
-            f"put images in {root}/<class>/ or {root}/train/<class>/ (and optionally test/<class>/)"
-        )
-    if request.dataset == "xray" and xray_root(root) is None:
-        raise UserError(
-            f"xray dataset not found: no chest_xray/train/<class>/ in or under {root}; unpack the chest "
-            "X-ray set (chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}) there or point --data-root at it"
-        )
 
 
 def load_dataset(request: DataRequest, device: torch.device) -> DatasetBundle:
@@ -152,6 +89,7 @@ def _finisher(
 
 def _load_tensor_set(request: DataRequest, device: torch.device) -> DatasetBundle:
     facts = dataset_facts(request.dataset)
+    assert facts.channels is not None and facts.image_size is not None  # MNIST's and CIFAR-10's own
     read = tensor_sets.read_mnist if request.dataset == "mnist" else tensor_sets.read_cifar10
     train_x, train_y, classes = read(request.root, True)
     test_x, test_y, _ = read(request.root, False)
@@ -200,7 +138,8 @@ def _load_tensor_set(request: DataRequest, device: torch.device) -> DatasetBundl
 
 
 def _load_file_set(request: DataRequest, device: torch.device) -> DatasetBundle:
-    facts = dataset_facts(request.dataset)
+    """A folder or X-ray set: indexed and checked, its input taken from a sample of its images where
+    the request leaves it out, then held in memory when it fits CNNQ_CACHE_MEMORY, else streamed."""
     tree = xray_root(request.root) if request.dataset == "xray" else request.root
     assert tree is not None
     splits = index_splits(
@@ -210,10 +149,6 @@ def _load_file_set(request: DataRequest, device: torch.device) -> DatasetBundle:
         seed=request.seed,
         workers=request.num_workers,
     )
-    channels = request.channels or facts.channels
-    size = request.image_size or facts.image_size
-    stats = _statistics(request, channels)
-    plain = _finisher(request, device, stats, size, None)
     workers = request.num_workers
     if workers and multiprocessing.current_process().daemon:
         workers = 0
@@ -221,29 +156,70 @@ def _load_file_set(request: DataRequest, device: torch.device) -> DatasetBundle:
             "decoding in the job process: a daemonic process (e.g. a prefork pool child) cannot start "
             "DataLoader workers"
         )
-
-    def source(files: FileList, finisher: BatchFinisher) -> LoaderBatchSource:
-        return LoaderBatchSource(
-            files,
-            batch_size=request.batch_size,
-            num_workers=workers,
-            in_channels=channels,
-            finisher=finisher,
-        )
-
+    channels, size, choices, survey = request.channels, request.image_size, [], None
+    if channels is None or size is None:
+        sampled = survey_files(splits.train + splits.val, workers=max(workers, 1))
+        choice = choose_input(sampled, channels=channels, image_size=size, model=request.model)
+        channels, size, survey = choice.channels, choice.image_size, sampled.as_dict()
+        choices = [sampled.describe(), *choice.notes]
+    stats = _statistics(request, channels)
     augmentation = parse_augment(request.augment)
+    plain = _finisher(request, device, stats, size, None)
+    finishers = [_finisher(request, device, stats, size, augmentation), plain, plain]
+    files = [splits.train, splits.val] + ([splits.test] if splits.test is not None else [])
+    need = decoded_bytes(sum(len(split) for split in files), channels, size)
+    budget = get_settings().cache_memory
+    if need <= budget:
+        started = time.perf_counter()
+        held, failed = decode_files(files, in_channels=channels, image_size=size, workers=workers)
+        files = [kept for _, kept in held]
+        splits.skipped += failed
+        store = device if device.type != "cuda" or need <= torch.cuda.mem_get_info(device)[0] // 2 else None
+        sources: list[BatchSource] = [
+            HeldFiles(
+                images,
+                kept,
+                batch_size=request.batch_size,
+                finisher=finisher,
+                store=store or torch.device("cpu"),
+            )
+            for (images, kept), finisher in zip(held, finishers, strict=False)
+        ]
+        where = "" if store else f" on the host ({device} has too little free memory)"
+        choices.append(
+            f"held in memory{where}: {sum(map(len, files))} images decoded once into {format_bytes(need)} "
+            f"in {time.perf_counter() - started:.1f} s (CNNQ_CACHE_MEMORY: {format_bytes(budget)})"
+        )
+    else:
+        sources = [
+            LoaderBatchSource(
+                split,
+                batch_size=request.batch_size,
+                num_workers=workers,
+                in_channels=channels,
+                finisher=finisher,
+            )
+            for split, finisher in zip(files, finishers, strict=False)
+        ]
+        choices.append(
+            f"streamed: decoded, the images would take {format_bytes(need)}, over CNNQ_CACHE_MEMORY "
+            f"({format_bytes(budget)}); {workers or 'no'} DataLoader workers decode them every epoch"
+        )
     return DatasetBundle(
         classes=splits.classes,
         in_channels=channels,
         image_size=size,
         mean=stats[0],
         std=stats[1],
-        class_counts=class_counts(splits.train.labels, len(splits.classes)),
-        train=source(splits.train, _finisher(request, device, stats, size, augmentation)),
-        val=source(splits.val, plain),
-        test=source(splits.test, plain) if splits.test is not None else None,
+        class_counts=class_counts(files[0].labels, len(splits.classes)),
+        train=sources[0],
+        val=sources[1],
+        test=sources[2] if len(sources) > 2 else None,
         skipped=splits.skipped,
-        notes=splits.notes,
+        notes=[*splits.notes, *choices],
+        held_in_memory=need <= budget,
+        choices=choices,
+        survey=survey,
     )
 
 
@@ -261,9 +237,9 @@ def fetch_dataset(name: str, root: Path) -> Path:
         if name == "mnist":
             for train in (True, False):
                 MNIST(str(root), train=train, download=True)
-            return tensor_sets.mnist_folder(root)
+            return mnist_folder(root)
         for train in (True, False):
             CIFAR10(str(root), train=train, download=True)
-        return tensor_sets.cifar10_folder(root)
+        return cifar10_folder(root)
     except (OSError, RuntimeError) as error:
         raise UserError(f"could not download {name} into {root}: {error}") from None

@@ -15,35 +15,11 @@ from torchvision.datasets import MNIST
 
 from cnnq.data import cifar_pickles
 from cnnq.data.bundle import BatchFinisher
+from cnnq.data.catalog import CIFAR10_TEST_FILES, CIFAR10_TRAIN_FILES, cifar10_folder
 from cnnq.data.splits import batch_bounds, epoch_order
 
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 # ITU-R 601-2 luma in 16-bit fixed point, exactly as PIL's convert("L") computes it.
 _LUMA = (19595, 38470, 7471)
-
-
-def mnist_folder(root: Path) -> Path:
-    return root / "MNIST" / "raw"
-
-
-def cifar10_folder(root: Path) -> Path:
-    return root / cifar_pickles.FOLDER
-
-
-def mnist_missing(root: Path) -> list[Path]:
-    return [mnist_folder(root) / name for name in MNIST_FILES if not (mnist_folder(root) / name).is_file()]
-
-
-def cifar10_missing(root: Path) -> list[Path]:
-    names = (*cifar_pickles.TRAIN_FILES, *cifar_pickles.TEST_FILES, cifar_pickles.META_FILE)
-    return [cifar10_folder(root) / name for name in names if not (cifar10_folder(root) / name).is_file()]
 
 
 def read_mnist(root: Path, train: bool) -> tuple[Tensor, Tensor, list[str]]:
@@ -55,7 +31,7 @@ def read_mnist(root: Path, train: bool) -> tuple[Tensor, Tensor, list[str]]:
 def read_cifar10(root: Path, train: bool) -> tuple[Tensor, Tensor, list[str]]:
     """(images (N, 3, 32, 32) uint8, labels (N,) int64, class names) from the python pickles."""
     folder = cifar10_folder(root)
-    names = cifar_pickles.TRAIN_FILES if train else cifar_pickles.TEST_FILES
+    names = CIFAR10_TRAIN_FILES if train else CIFAR10_TEST_FILES
     images, labels = cifar_pickles.read_batches(folder, names)
     return torch.from_numpy(images), torch.from_numpy(labels), cifar_pickles.read_label_names(folder)
 
@@ -75,10 +51,20 @@ def convert_channels(images: Tensor, channels: int) -> Tensor:
 
 
 class TensorBatchSource:
-    """A split held as uint8 images and int64 labels on the device."""
+    """A split held as uint8 images and int64 labels on the device (or the images on `store`, the
+    host, when they would crowd a GPU: each batch is gathered there and then copied)."""
 
-    def __init__(self, images: Tensor, labels: Tensor, *, batch_size: int, finisher: BatchFinisher) -> None:
-        self.images = images.to(finisher.device)
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        batch_size: int,
+        finisher: BatchFinisher,
+        store: torch.device | None = None,
+    ) -> None:
+        self.store = store or finisher.device
+        self.images = images.to(self.store)
         self.labels = labels.to(finisher.device)
         self.finisher = finisher
         self.bounds = batch_bounds(len(labels), batch_size)
@@ -91,14 +77,15 @@ class TensorBatchSource:
         return len(self.bounds)
 
     def batches(self, epoch: int | None, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        finish = self.finisher.finish
+        finish, device = self.finisher.finish, self.finisher.device
         if epoch is None:
             for start, end in self.bounds[skip:]:
-                yield finish(self.images[start:end], None), self.labels[start:end]
+                yield finish(self.images[start:end].to(device), None), self.labels[start:end]
             return
-        order = epoch_order(self.num_samples, self.finisher.seed, epoch).to(self.finisher.device)
+        order = epoch_order(self.num_samples, self.finisher.seed, epoch)
+        stored_order, order = order.to(self.store), order.to(device)
         params = self.finisher.pass_params(self.num_samples, epoch)
         for start, end in self.bounds[skip:]:
-            index = order[start:end]
             batch_params = params[start:end] if params is not None else None
-            yield finish(self.images[index], batch_params), self.labels[index]
+            images = self.images[stored_order[start:end]].to(device, non_blocking=True)
+            yield finish(images, batch_params), self.labels[order[start:end]]

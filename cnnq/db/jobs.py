@@ -123,15 +123,17 @@ def update_job(session: Session, job_id: str, **fields: Any) -> None:
 def request_cancel(session: Session, job_id: str) -> Job:
     """Cancel cooperatively: a queued job is cancelled now, a running one is asked to stop.
 
-    A bulk parent passes the request to its shards.
+    A bulk parent passes the request to its shards. Its row is marked (and so locked) before its shards
+    are listed: a shard planned at the same moment (`cnnq.lifecycle.auto_shards`) is either listed here
+    or never planned.
     """
     job = get_job(session, job_id)
     if job.status.finished:
         return job
+    update_job(session, job_id, cancel_requested=True)
     children = session.scalars(select(Job.id).where(Job.parent_id == job_id)).all()
     for child_id in children:
         request_cancel(session, child_id)
-    update_job(session, job_id, cancel_requested=True)
     session.refresh(job)
     if job.status == JobStatus.QUEUED and not children:
         try:
@@ -160,8 +162,8 @@ def list_jobs(
         query = query.where(Job.created_at >= since)
     if parent_id is not None:
         query = query.where(Job.parent_id == parent_id)
-    elif top_level:
-        query = query.where(Job.parent_id.is_(None))
+    elif top_level:  # leaves out bulk shards; a sweep's trials are train jobs of their own
+        query = query.where(Job.parent_id.is_(None) | (Job.kind == "train"))
     return list(session.scalars(query.limit(limit)))
 
 

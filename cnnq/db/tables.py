@@ -131,6 +131,7 @@ class Prediction(Base):
     __table_args__ = (
         UniqueConstraint("bulk_id", "input", name="uq_predictions_bulk_input"),
         Index("ix_predictions_bulk_score", "bulk_id", "score"),
+        Index("ix_predictions_bulk_label", "bulk_id", "label", "error"),  # counts read the index only
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -142,6 +143,17 @@ class Prediction(Base):
     probabilities: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(Text)
     time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UnshardedInputs(Base):
+    """The inputs of an auto-sized bulk job (`--shard-size auto`) not yet in a shard: its first shard
+    measures the scoring speed, then the rest are sharded by time and this row is deleted, in one
+    transaction. Deleting it is what lets exactly one planner shard them."""
+
+    __tablename__ = "unsharded_inputs"
+
+    parent_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    inputs: Mapped[list[Any]]
 
 
 class LogLine(Base):
@@ -167,3 +179,39 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]
+
+
+class Sweep(Base):
+    """A hyperparameter sweep's bookkeeping beside its job row (kind `sweep`, see `cnnq.sweeps`): the
+    lease that lets one process at a time ask the sweep's Optuna study for trials. The study itself
+    lives in Optuna's own tables in this database, named after the sweep's job."""
+
+    __tablename__ = "sweeps"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    leased_at: Mapped[datetime | None]
+    """When the holder took the lease (database clock); one older than `cnnq.sweeps.trials.LEASE_SECONDS`
+    is free again."""
+
+
+class SweepTrial(Base):
+    """One trial of a sweep: its number in the study, its train job and its Optuna trial. The key
+    (sweep, number) is what makes a trial's job exist once, however often it is asked for."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (UniqueConstraint("job_id", name="uq_sweep_trials_job_id"),)
+
+    sweep_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    study_trial_id: Mapped[int] = mapped_column(Integer)
+    """The trial's id in Optuna's tables."""
+    told: Mapped[bool] = mapped_column(default=False)
+    """Whether the study has been told how the trial's job ended (COMPLETE, PRUNED or FAIL)."""
+
+
+def owned_by_cnnq(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic's `include_name`: cnnq's migrations compare cnnq's own tables only. A sweep's Optuna
+    study lives in the same database, in Optuna's tables (`cnnq.sweeps.study`), which Optuna creates."""
+    return type_ != "table" or name in Base.metadata.tables

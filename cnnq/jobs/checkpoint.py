@@ -26,8 +26,7 @@ from torch import nn
 
 from cnnq.atomic_file import atomic_path
 from cnnq.errors import UserError
-
-MODEL_FORMAT = "cnnq-model/1"
+from cnnq.jobs.model_info import MODEL_FORMAT, ModelInfo, model_info_of
 
 
 def save_checkpoint(
@@ -100,62 +99,6 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     )
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model file says about its model, besides the weights."""
-
-    model: str
-    in_channels: int
-    image_size: int
-    classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    dataset: str | None = None
-    data_root: str | None = None
-    val_split: float = 0.1
-    seed: int = 0
-    threshold: float | None = None
-    positive_class: str | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
-            "num_classes": self.num_classes,
-            "classes": list(self.classes),
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
-            "dataset": self.dataset,
-            "data_root": self.data_root,
-            "val_split": self.val_split,
-            "seed": self.seed,
-            "threshold": self.threshold,
-            "positive_class": self.positive_class,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        return cls(
-            model=str(data["model"]),
-            in_channels=int(data["in_channels"]),
-            image_size=int(data["image_size"]),
-            classes=[str(c) for c in data["classes"]],
-            mean=tuple(float(v) for v in data["mean"]),
-            std=tuple(float(v) for v in data["std"]),
-            dataset=data.get("dataset"),
-            data_root=data.get("data_root"),
-            val_split=float(data.get("val_split", 0.1)),
-            seed=int(data.get("seed", 0)),
-            threshold=None if data.get("threshold") is None else float(data["threshold"]),
-            positive_class=data.get("positive_class"),
-        )
-
-
 def save_model_file(
     path: Path, model: nn.Module, info: ModelInfo, before_replace: Callable[[], None] | None = None
 ) -> Path:
@@ -192,14 +135,7 @@ def read_model_file(path: Path, *, data: bytes | None = None) -> tuple[ModelInfo
     """The metadata and weights of a model file, on the CPU (cheap: no model is built); from `data`
     when the caller has read its bytes already."""
     state = load_checkpoint(path, data=data)
-    if state.get("format") != MODEL_FORMAT:
-        raise UserError(
-            f"{path}: not a cnnq model file; give the `model` artifact (best.pt) of a training job"
-        )
-    try:
-        return ModelInfo.from_dict(state["metadata"]), state["state_dict"]
-    except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"{path}: model file metadata is incomplete ({error}); retrain it") from None
+    return model_info_of(state, path), state["state_dict"]
 
 
 @dataclass

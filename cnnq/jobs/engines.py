@@ -8,6 +8,7 @@ CPU has int8 dot-product instructions, else onnx.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,9 @@ class EagerEngine(Engine):
     def __init__(self, loaded: LoadedModel) -> None:
         self.device = loaded.device
         self.half = self.device.type == "cuda"
-        self.model = loaded.model.to(self.device, memory_format=torch.channels_last).eval()
+        # A copy: the loaded model may be cached for later jobs (`cnnq.jobs.model_cache`), unconverted.
+        model = copy.deepcopy(loaded.model)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         if self.half:
             self.model.half()
 

@@ -23,8 +23,9 @@ from sklearn.metrics import (
 )
 
 from cnnq.errors import UserError
-from cnnq.jobs.checkpoint import LoadedModel, load_model_file
+from cnnq.jobs.checkpoint import LoadedModel
 from cnnq.jobs.device import configure_threads, pick_device
+from cnnq.jobs.model_cache import cached_model
 from cnnq.jobs.reporter import Reporter
 from cnnq.jobs.spec import EvalSpec
 from cnnq.settings import get_settings
@@ -41,7 +42,7 @@ def evaluate_job(spec: EvalSpec, workdir: Path, reporter: Reporter) -> dict[str,
     configure_threads()
     device = pick_device(spec.device)
     workdir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model_file(spec.checkpoint, device, expected_sha256=spec.checkpoint_sha256)
+    loaded = cached_model(spec.checkpoint, device, spec.checkpoint_sha256)
     request = data_request(spec, loaded)
     reporter.progress(0.0, f"loading {request.dataset}")
     bundle = load_dataset(request, device)

@@ -20,16 +20,21 @@ import numpy as np
 import torch
 
 from cnnq.atomic_file import atomic_file
-from cnnq.jobs.checkpoint import LoadedModel, load_model_file
+from cnnq.jobs.checkpoint import LoadedModel
 from cnnq.jobs.device import configure_threads, pick_device
 from cnnq.jobs.engines import Engine, make_engine
 from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
 from cnnq.jobs.inputs import list_inputs, spread_sample
+from cnnq.jobs.model_cache import cached_model
 from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
 from cnnq.jobs.reporter import PredictionRow, Reporter
 from cnnq.jobs.spec import InferSpec
 
 __all__ = ["Decision", "infer_job", "list_inputs"]
+
+WRITE_SECONDS = 1.0
+WRITE_ROWS = 8192
+"""Prediction rows are written to the reporter at least this often, or once this many are pending."""
 
 WORKDIR_CSV = "predictions.csv"
 PREDICTIONS_ARTIFACT = "predictions"
@@ -129,6 +134,13 @@ class _CsvLog:
             return write_csv((latest[path] for path in inputs if path in latest), self.columns, file)
 
 
+def decoders(asked: int, threads: int) -> int:
+    """DataLoader workers to decode with: at most one fewer than the job's share of the cores (its
+    threads). On a one-core share they only add copying between processes: a worker pinned to one
+    core scored LeNet on 28 px PNGs at 614-732 img/s decoding itself, 400-472 with two decoders."""
+    return min(asked, max(0, threads - 1))
+
+
 class _CancellableScorer:
     """Scores a batch in slices short enough that the cancel check runs about twice a second."""
 
@@ -179,18 +191,36 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     todo = [path for path in inputs if path not in done]
     threads = configure_threads()
     device = pick_device(spec.device)
-    loaded = load_model_file(spec.checkpoint, device, expected_sha256=spec.checkpoint_sha256)
+    loaded = cached_model(spec.checkpoint, device, spec.checkpoint_sha256)
     decision = Decision.for_model(loaded, spec.threshold)
     workdir.mkdir(parents=True, exist_ok=True)
-    log = _CsvLog(workdir / WORKDIR_CSV, decision.classes)
+    exporting = spec.output is not None and spec.paths is None  # a shard's rows are exported by its parent
+    log = _CsvLog(workdir / WORKDIR_CSV, decision.classes) if exporting else None
     counts: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     engine: Engine | None = None
 
+    pending: list[PredictionRow] = []
+    last_write = time.monotonic()
+
+    def write_pending() -> None:
+        nonlocal last_write
+        if pending:
+            reporter.predictions(pending)
+            pending.clear()
+        last_write = time.monotonic()
+        finished = len(done) + counts["scored"] + counts["flagged"]
+        reporter.progress(finished / len(inputs))
+
     def record(rows: list[PredictionRow]) -> None:
-        log.append(rows)
-        reporter.predictions(rows)
+        """Count and log `rows`, and hand them to the reporter about once per `WRITE_SECONDS`: each
+        write is a transaction (a fenced UPDATE, an INSERT, a commit), and writing every batch of a
+        small model cost more than scoring it. Rows still pending when a job dies are scored again
+        when it resumes."""
+        if log is not None:
+            log.append(rows)
+        pending.extend(rows)
         for row in rows:
             if row.error is not None:
                 counts["flagged"] += 1
@@ -198,8 +228,8 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
             else:
                 counts["scored"] += 1
                 labels[row.label or ""] += 1
-        finished = len(done) + counts["scored"] + counts["flagged"]
-        reporter.progress(finished / len(inputs))
+        if len(pending) >= WRITE_ROWS or time.monotonic() - last_write >= WRITE_SECONDS:
+            write_pending()
 
     try:
         if todo:
@@ -225,7 +255,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
                 rest,
                 preprocessing,
                 batch_size=spec.batch_size,
-                num_workers=spec.num_workers,
+                num_workers=decoders(spec.num_workers, threads),
                 pin_memory=device.type == "cuda",
             )
             if sample:
@@ -235,10 +265,12 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
             for batch in batches:
                 reporter.check_stop()
                 record(_batch_rows(batch, rest, preprocessing, decision, score, engine.device))
+            write_pending()
         else:
             reporter.log(f"all {len(inputs)} inputs already have a row; nothing to score")
     finally:
-        log.close()
+        if log is not None:
+            log.close()
 
     seconds = time.monotonic() - started
     summary: dict[str, Any] = {
@@ -259,7 +291,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
     }
     if engine is not None and engine.report():
         summary["engine_report"] = engine.report()
-    if spec.output is not None and spec.paths is None:
+    if log is not None and spec.output is not None:
         written = log.export(spec.output, inputs)
         summary["output"] = str(spec.output)
         reporter.artifact(PREDICTIONS_ARTIFACT, spec.output)

@@ -45,7 +45,7 @@ import torch
 from cnnq.atomic_file import atomic_file
 from cnnq.jobs.engines import Engine, NearBoundary
 from cnnq.jobs.inputs import CALIBRATION_IMAGES
-from cnnq.jobs.onnx_engine import OnnxEngine, as_input, int8_path_for, quantize_onnx
+from cnnq.jobs.onnx_engine import OnnxEngine, as_input, int8_path_for, load_onnx, quantize_onnx
 
 SAMPLE_IMAGES = CALIBRATION_IMAGES
 """Images to calibrate on, and as many again to check with."""
@@ -121,7 +121,7 @@ class Int8Engine(Engine):
         self.counts: Counter[str] = Counter()
         if self.path.is_file():
             try:
-                self.int8 = OnnxEngine(self.path, threads)
+                self.int8 = load_onnx(self.path, threads)
             except Exception as error:  # a damaged cache file: calibrate afresh
                 self.int8 = None
                 log(f"int8: cannot load {self.path.name} ({type(error).__name__}); quantizing again")
@@ -165,7 +165,7 @@ class Int8Engine(Engine):
         began = time.perf_counter()
         try:
             quantize_onnx(self.fp32.path, calibration, self.path)
-            self.int8 = OnnxEngine(self.path, self.threads)
+            self.int8 = load_onnx(self.path, self.threads)
             self.record = None
         except Exception as error:
             self._give_up(f"quantization failed ({type(error).__name__}: {error})")

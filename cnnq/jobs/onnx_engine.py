@@ -23,6 +23,7 @@ from cnnq.atomic_file import atomic_path
 from cnnq.file_digest import file_sha256
 from cnnq.jobs.checkpoint import LoadedModel
 from cnnq.jobs.engines import Engine
+from cnnq.jobs.model_cache import FileCache
 
 OPSET = 17
 
@@ -142,11 +143,20 @@ def as_input(images: torch.Tensor) -> np.ndarray:
     return images.detach().to("cpu", torch.float32).contiguous().numpy()
 
 
+SESSIONS: FileCache[OnnxEngine] = FileCache()
+"""The ONNX files a job process loaded last (see `cnnq.jobs.model_cache`)."""
+
+
+def load_onnx(path: Path, threads: int) -> OnnxEngine:
+    """An engine on the ONNX file at `path`, loaded once per unchanged file in this process."""
+    return SESSIONS.get(path, (threads,), lambda: OnnxEngine(path, threads))
+
+
 def onnx_engine(loaded: LoadedModel, workdir: Path, threads: int) -> OnnxEngine:
     path = onnx_path_for(loaded, workdir)
     if not path.is_file():
-        return OnnxEngine(export_onnx(loaded, path), threads)
+        return load_onnx(export_onnx(loaded, path), threads)
     try:
-        return OnnxEngine(path, threads)
+        return load_onnx(path, threads)
     except Exception:  # a damaged cache file: export afresh for this job
         return OnnxEngine(export_onnx(loaded, workdir / path.name), threads)

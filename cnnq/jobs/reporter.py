@@ -27,6 +27,11 @@ class JobInterrupted(JobStopped):
     and resumes from its checkpoint on the next worker."""
 
 
+class JobPruned(JobStopped):
+    """A trial of a hyperparameter sweep whose pruner judged its last epoch's metric not worth more
+    epochs: it ends PRUNED (raised by the reporter that took the epoch's metrics)."""
+
+
 class JobSuperseded(JobStopped):
     """This run no longer owns its job (it was re-queued and claimed again elsewhere): it writes nothing
     more, no row and no file."""
@@ -55,7 +60,12 @@ class Reporter(Protocol):
         """How far the job is, from 0 to 1, with an optional status line."""
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
-        """Metric values at a step (an epoch for training; 0 for one-off reports)."""
+        """Metric values at a step (an epoch for training; 0 for one-off reports). May raise `JobPruned`
+        (a sweep's trial whose pruner stops it here): the job ends at once, nothing more to save."""
+
+    def curve(self, step: int, values: Mapping[str, float]) -> None:
+        """Points of a training curve within an epoch (step: batches trained so far), kept apart from the
+        per-epoch metrics: no pruner hears them and a job's `history` leaves them out."""
 
     def artifact(self, kind: str, path: Path) -> None:
         """A file the job wrote (checkpoint, best model, report...); the same kind replaces the last."""
@@ -89,6 +99,7 @@ class RecordingReporter:
 
     progress_updates: list[tuple[float, str | None]] = field(default_factory=list)
     metric_rows: dict[tuple[int, str], float] = field(default_factory=dict)
+    curve_points: dict[tuple[int, str], float] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +112,10 @@ class RecordingReporter:
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
             self.metric_rows[(step, name)] = float(value)
+
+    def curve(self, step: int, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            self.curve_points[(step, name)] = float(value)
 
     def artifact(self, kind: str, path: Path) -> None:
         self.artifacts[kind] = path

@@ -48,7 +48,20 @@ class _DataOptions(BaseModel):
         description="mnist, cifar10, folder (an ImageFolder tree) or xray (chest_xray)."
     )
     data_root: Path = Field(description="Where the dataset lives (resolved to an absolute path at submit).")
-    image_size: int | None = Field(None, ge=8, le=1024, description="Resize images to this square size.")
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        le=1024,
+        description="Resize images to this square size (default: the dataset's; a folder's or X-ray set's "
+        "most common size, up to 224).",
+    )
+    channels: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="1 (grayscale) or 3 (RGB) (default: the dataset's; a folder or X-ray set is read "
+        "as 1 when every sampled image is grayscale).",
+    )
     val_split: float = Field(
         0.1, gt=0.0, lt=1.0, description="Fraction of training data held out for validation."
     )
@@ -98,12 +111,21 @@ class TrainSpec(_Spec, _DataOptions):
     @model_validator(mode="before")
     @classmethod
     def _model_recipe(cls, data: Any) -> Any:
-        """Options left out take the model's recipe (`cnnq.models.recipes`), then the defaults here."""
+        """Options left out take the recipe of the model on that data (`cnnq.models.recipes`), then the
+        defaults here."""
         if isinstance(data, dict) and isinstance(data.get("model"), str):
             from cnnq.models.recipes import recipe_for
 
-            data = recipe_for(data["model"]) | data
+            dataset = data.get("dataset")
+            data = recipe_for(data["model"], dataset if isinstance(dataset, str) else None) | data
         return data
+
+    @field_validator("channels")
+    @classmethod
+    def _one_or_three(cls, value: int | None) -> int | None:
+        if value == 2:
+            raise ValueError("--channels: give 1 (grayscale) or 3 (RGB), not 2")
+        return value
 
     @model_validator(mode="after")
     def _check_weights(self) -> TrainSpec:
@@ -146,12 +168,28 @@ class InferSpec(_Spec):
         "every label checked to be fp32's. auto: eager on a GPU, onnx-int8 on a CPU with VNNI or AMX, "
         "else onnx.",
     )
-    shard_size: int = Field(2000, ge=1, le=1_000_000)
+    shard_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Inputs per shard of a bulk job, or auto: a first shard measures the scoring speed, "
+        "then the rest are cut into shards of about CNNQ_SHARD_SECONDS (30) of work, at least one per "
+        "live worker.",
+    )
     output: Path | None = Field(None, description="Also write the results to this CSV file.")
     resume: str | None = Field(None, description="A bulk job whose missing inputs this one scores.")
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="Default: the model's stored threshold."
     )
+
+    @field_validator("shard_size", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        """`auto`, or a whole number of inputs from 1 to 1,000,000 (the CLI passes either as text)."""
+        if value == "auto":
+            return value
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+            raise ValueError(f"give auto or a number of inputs per shard from 1 to 1000000, not {value!r}")
+        return int(text)
 
     @field_validator("input")
     @classmethod

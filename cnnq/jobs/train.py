@@ -28,8 +28,11 @@ from cnnq.jobs.checkpoint import (
     save_model_file,
 )
 from cnnq.jobs.device import PrecisionPlan, autocast, configure_threads, pick_device, plan_precision
+from cnnq.jobs.hyperparameters import effective_hyperparameters
 from cnnq.jobs.reporter import JobInterrupted, Reporter
 from cnnq.jobs.spec import TrainSpec
+from cnnq.jobs.training_curve import TrainingCurve
+from cnnq.models.recipes import DEFAULT_LR, DEFAULT_WEIGHT_DECAY
 from cnnq.settings import get_settings
 
 LAST = "last.pt"
@@ -37,10 +40,6 @@ BEST = "best.pt"
 CHECKPOINT_ARTIFACT = "checkpoint"
 MODEL_ARTIFACT = "model"
 
-# Peak learning rate per optimizer (OneCycle's max_lr; the starting lr for the other schedules).
-DEFAULT_LR = {"adam": 3e-3, "adamw": 3e-3, "sgd": 0.1}
-# Weight decay per optimizer: L2 for SGD, none for Adam (as in torch), decoupled for AdamW (torch's).
-DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 1e-2, "sgd": 5e-4}
 # Class weights only when the rarest class is this much rarer than the commonest.
 IMBALANCE_RATIO = 1.5
 
@@ -70,11 +69,17 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(spec, model)
     scheduler = make_scheduler(spec, optimizer, steps_per_epoch=len(bundle.train))
+    hyperparameters = effective_hyperparameters(spec) | {"image_size": bundle.image_size}
+    reporter.result({"hyperparameters": hyperparameters})  # the values used, shown while it runs
     plan = plan_precision(spec.precision, device)
     if plan.note:
         reporter.log(plan.note)
     layout = ", channels_last" if spec.channels_last else ""
-    reporter.log(f"training {spec.model} on {device} in {plan.name}{layout}, {threads} torch threads")
+    weights_count = sum(p.numel() for p in model.parameters())
+    reporter.log(
+        f"training {spec.model} on {device} in {plan.name}{layout}, {threads} torch threads, "
+        f"{weights_count:,} weights for {bundle.in_channels}x{bundle.image_size}x{bundle.image_size} inputs"
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=plan.scaled)
     weights = class_weights(bundle.class_counts) if spec.class_weights else None
     if weights is not None:
@@ -105,6 +110,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         within = f", batch {state.batches_done} of epoch {state.epoch + 1}" if state.batches_done else ""
         reporter.log(f"resuming from {last_path} after epoch {state.epoch}{within}")
     progress.done = state.epoch * len(bundle.train) + state.batches_done
+    curve = TrainingCurve(reporter)  # train loss and lr within epochs, every few seconds
 
     for epoch in range(state.epoch + 1, spec.epochs + 1):
         if state.stopped_early:
@@ -131,6 +137,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
                 tally.add(loss, outputs, labels)
                 batch += 1
                 progress.batch(epoch)
+                curve.batch(progress.done, loss, optimizer)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_seconds = time.perf_counter() - started
@@ -181,7 +188,8 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         if state.stopped_early:
             reporter.log(f"early stop after epoch {epoch}: no better val_accuracy for {spec.patience} epochs")
 
-    return finish(spec, bundle, best_path, info, state, criterion, device, plan, reporter, progress)
+    summary = finish(spec, bundle, best_path, info, state, criterion, device, plan, reporter, progress)
+    return {"hyperparameters": hyperparameters, **summary}
 
 
 class EpochTally:
@@ -279,6 +287,8 @@ def data_request(spec: TrainSpec) -> Any:
         num_workers=spec.num_workers,
         augment=spec.augment,
         seed=spec.seed,
+        channels=spec.channels,
+        model=spec.model,
     )
 
 
@@ -399,7 +409,15 @@ def positive_scores(
 
 
 def spec_fingerprint(spec: TrainSpec) -> str:
-    return spec.model_dump_json()
+    """What a checkpoint must have been written by to be resumed: the spec's options that differ from
+    their defaults, so that a job resumes after an upgrade of cnnq that adds an option."""
+    return spec.model_dump_json(exclude_defaults=True)
+
+
+def written_by(fingerprint: object, spec: TrainSpec) -> bool:
+    """Whether a checkpoint's fingerprint is this spec's (or its whole dump: how checkpoints written
+    before 2026-12 named their spec)."""
+    return fingerprint in (spec_fingerprint(spec), spec.model_dump_json())
 
 
 def checkpoint_state(
@@ -437,7 +455,7 @@ def resume(
     device: torch.device,
 ) -> TrainState:
     saved = load_checkpoint(path, device)
-    if saved.get("spec") != spec_fingerprint(spec):
+    if not written_by(saved.get("spec"), spec):
         raise UserError(f"{path} was written by a different training spec; remove it or use a new job")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -478,6 +496,7 @@ def finish(
         "best_val_accuracy": state.best_val_accuracy,
         "stopped_early": state.stopped_early,
         "model_file": str(best_path),
+        "data": bundle.summary(),
     }
     if bundle.test is not None:
         reporter.progress(1.0, "testing the best model")

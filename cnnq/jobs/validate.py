@@ -1,12 +1,19 @@
-"""Checks on a spec that need the file system or the model zoo, run at submit time."""
+"""Checks on a spec that need the file system or the model zoo, run at submit time.
+
+Nothing here imports torch: the zoo's constraints come from `cnnq.models.catalog`, the datasets'
+from `cnnq.data.catalog`, and a model file's metadata from `read_model_info`, so `cnnq submit`
+starts as fast as the CLI's own dependencies allow.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from cnnq.data.catalog import DataRequest, check_dataset, dataset_facts
 from cnnq.errors import UserError
-from cnnq.jobs.checkpoint import ModelInfo, read_model_file
+from cnnq.jobs.model_info import read_model_info
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec
+from cnnq.models.catalog import check_model, model_info
 
 
 def validate_spec(spec: TrainSpec | EvalSpec | InferSpec) -> None:
@@ -16,40 +23,41 @@ def validate_spec(spec: TrainSpec | EvalSpec | InferSpec) -> None:
     elif isinstance(spec, EvalSpec):
         _validate_eval(spec)
     else:
-        _model_info(spec.checkpoint)
+        read_model_info(spec.checkpoint)
         if spec.output is not None and spec.output.is_dir():
             example = spec.output / "predictions.csv"
             raise UserError(f"--output: {spec.output} is a folder; name a file in it, like {example}")
 
 
 def _validate_train(spec: TrainSpec) -> None:
-    from cnnq.data.augment import parse_augment
-    from cnnq.data.registry import check_dataset, dataset_facts
-    from cnnq.jobs.train import data_request
-    from cnnq.models.registry import check_model
-
     if spec.weights is not None and not spec.weights.is_file():
         raise UserError(
             f"--weights: {spec.weights} is not a file; give the path of a downloaded weights file"
         )
-    request = data_request(spec)
-    check_dataset(request)
+    check_dataset(
+        DataRequest(
+            dataset=spec.dataset,
+            root=spec.data_root,
+            image_size=spec.image_size,
+            val_split=spec.val_split,
+            augment=spec.augment,
+            channels=spec.channels,
+        )
+    )
     facts = dataset_facts(spec.dataset)
+    # A folder's size and channels come from its images in the job, which raises a size below the
+    # model's smallest input to it (and says so): nothing of them to check here.
     check_model(
         spec.model,
-        in_channels=facts.channels,
-        image_size=spec.image_size or facts.image_size,
+        in_channels=spec.channels or facts.channels or 3,
+        image_size=spec.image_size or facts.image_size or model_info(spec.model).min_size,
         pretrained=spec.pretrained,
         weights=spec.weights,
     )
-    if spec.augment is not None:
-        parse_augment(spec.augment)
 
 
 def _validate_eval(spec: EvalSpec) -> None:
-    from cnnq.data.registry import DataRequest, check_dataset
-
-    info = _model_info(spec.checkpoint)
+    info = read_model_info(spec.checkpoint)
     dataset = spec.dataset or info.dataset
     root = spec.data_root or info.data_root
     if dataset is None or root is None:
@@ -59,8 +67,3 @@ def _validate_eval(spec: EvalSpec) -> None:
     check_dataset(
         DataRequest(dataset=dataset, root=Path(root), image_size=spec.image_size or info.image_size)
     )
-
-
-def _model_info(path: Path) -> ModelInfo:
-    info, _ = read_model_file(path)
-    return info

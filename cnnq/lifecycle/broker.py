@@ -4,16 +4,25 @@ directly (is it there, how many messages wait, which jobs have a message waiting
 A message carries only a job id; the SQL row is the truth. Sending is always safe to repeat: a worker that
 gets a message for a job it cannot claim does nothing.
 
-The app here only sends. The worker process registers the task that runs jobs on it
-(`cnnq.workers.process`), so sending never imports the code that runs jobs.
+The app here is the workers' (`cnnq.workers.process` registers the task that runs jobs on it). Sending
+does without Celery: a job's message is small and its form fixed (Celery's task protocol 2 in kombu's
+Redis transport), so `send_message` writes it to Redis itself, where `send_task` would have put it.
+Importing Celery and kombu to send it would cost `cnnq submit` about 0.2 s of CPU, a quarter of the
+command (`benchmarks/cli_latency.py`); a test holds the message equal to the one `send_task` writes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
+import time
+import uuid
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import redis
-from celery import Celery
 
 from cnnq.lifecycle.queues import (
     DEFAULT_QUEUE,
@@ -24,11 +33,16 @@ from cnnq.lifecycle.queues import (
 )
 from cnnq.settings import get_settings, mask_url
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 RUN_JOB_TASK = "cnnq.run_job"
 
 
 def make_app() -> Celery:
     """JSON only, late acks, one job at a time per worker process, priorities, a week's visibility."""
+    from celery import Celery
+
     settings = get_settings()
     celery = Celery("cnnq", broker=settings.broker_url, set_as_current=False)
     celery.conf.update(
@@ -72,16 +86,62 @@ def get_app() -> Celery:
     return _apps[url]
 
 
+def job_message(job_id: str, queue: str, priority: int) -> tuple[str, str]:
+    """(the Redis list, the message) of job `job_id` on `queue` at cnnq priority 0..9: what Celery's
+    `send_task(RUN_JOB_TASK, args=[job_id], queue=queue)` pushes, the same headers, body and properties."""
+    task_id = str(uuid.uuid4())
+    step = message_priority(priority)
+    body = [[job_id], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    message = {
+        "body": base64.b64encode(json.dumps(body).encode()).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {
+            "lang": "py",
+            "task": RUN_JOB_TASK,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": repr([job_id]),
+            "kwargsrepr": "{}",
+            "origin": f"gen{os.getpid()}@{socket.gethostname()}",
+            "ignore_result": None,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+        },
+        "properties": {
+            "correlation_id": task_id,
+            "reply_to": None,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": step,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return priority_keys(queue)[PRIORITY_STEPS.index(step)], json.dumps(message)
+
+
 def send_message(job_id: str, queue: str, priority: int) -> None:
-    """Put job `job_id`'s message on `queue`; raises when the broker cannot take it."""
-    get_app().send_task(
-        RUN_JOB_TASK,
-        args=[job_id],
-        queue=queue,
-        priority=message_priority(priority),
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
-    )
+    """Put job `job_id`'s message on `queue`; raises when the broker cannot take it (after two more
+    tries, 0.2 s and 0.7 s later, as `send_task`'s retry policy did)."""
+    key, message = job_message(job_id, queue, priority)
+    for pause in (0.2, 0.5, None):
+        try:
+            redis_client().lpush(key, message)
+            return
+        except (redis.ConnectionError, redis.TimeoutError):
+            if pause is None:
+                raise
+            time.sleep(pause)
 
 
 def waiting_job_ids(queues: list[str], url: str | None = None) -> set[str]:
@@ -108,9 +168,15 @@ def _job_id_of(raw: bytes) -> str:
 
 
 def redis_client(url: str | None = None, timeout: float = 2.0) -> redis.Redis:
-    return redis.Redis.from_url(
-        url or get_settings().broker_url, socket_connect_timeout=timeout, socket_timeout=timeout
-    )
+    """A client of the broker's Redis, kept per URL so that its connection is reused: a new one costs
+    more round trips than the PING or LLEN it is opened for (3-8 ms of each submit, measured by
+    `benchmarks/submit_latency.py`). redis-py reconnects by itself after Redis restarts."""
+    return _redis_client(url or get_settings().broker_url, timeout)
+
+
+@lru_cache(maxsize=8)
+def _redis_client(url: str, timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def broker_problem(url: str | None = None) -> str | None:

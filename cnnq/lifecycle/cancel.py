@@ -2,15 +2,18 @@
 
 A queued job is cancelled at once; a running one is asked to stop and sees the request at its next check
 (its worker kills it if it ignores the request for `CNNQ_CANCEL_GRACE_SECONDS`). A bulk job passes the
-request to its shards and is settled with them.
+request to its shards and is settled with them; a hyperparameter sweep passes it to its trials and ends
+CANCELLED once they have (`cnnq.sweeps.trials`).
 """
 
 from __future__ import annotations
 
-from cnnq.db.jobs import count_by_status, request_cancel
+from cnnq.db.jobs import count_by_status, get_job, request_cancel
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.lifecycle.bulk import settle_parent
+from cnnq.sweeps.spec import SWEEP_KIND
+from cnnq.sweeps.trials import advance_sweep
 
 
 def cancel_job(job_id: str) -> JobStatus:
@@ -20,4 +23,8 @@ def cancel_job(job_id: str) -> JobStatus:
         if count_by_status(session, job_id):
             settle_parent(session, job_id)
             session.refresh(job)
-        return job.status
+        if job.kind != SWEEP_KIND:
+            return job.status
+    advance_sweep(job_id)
+    with session_scope() as session:
+        return get_job(session, job_id).status

@@ -7,6 +7,7 @@ job was re-queued and claimed again elsewhere (a paused worker, a partition) wri
 
 How a run ends:
 - the job returns: SUCCEEDED; it raises: FAILED (type, message, traceback); cancelled: CANCELLED;
+  a sweep's trial stopped by its pruner (`JobPruned`): PRUNED;
 - its worker is stopping (`JobInterrupted`): back to QUEUED, its attempt given back;
 - superseded (`JobSuperseded`): nothing is written, the current claim's run decides;
 - the database stayed out past `CNNQ_DB_OUTAGE_SECONDS`: the process exits with `EXIT_DATABASE_LOST`
@@ -20,9 +21,10 @@ import logging
 import os
 import socket
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from threading import Event
 from typing import Any
 
@@ -35,7 +37,7 @@ from cnnq.db.records import append_log
 from cnnq.db.session import session_scope
 from cnnq.db.status import IllegalTransition, JobStatus
 from cnnq.db.tables import Job
-from cnnq.jobs.reporter import JobCancelled, JobInterrupted, JobSuperseded
+from cnnq.jobs.reporter import JobCancelled, JobInterrupted, JobPruned, JobSuperseded
 from cnnq.jobs.spec import parse_spec
 from cnnq.lifecycle.bulk import settle_parent
 from cnnq.lifecycle.sql_reporter import SqlReporter
@@ -84,10 +86,10 @@ def execute_job(
         return claim
     if on_claim is not None:
         on_claim(claim)
-    reporter = SqlReporter(claim.job_id, claim.token, claim.bulk_id, stop)
+    reporter = SqlReporter(claim.job_id, claim.token, claim.bulk_id, stop, on_metrics=_trial_reports(claim))
     outcome: dict[str, Any]
     try:
-        reporter.log(f"started on {worker} (attempt {claim.attempts})")
+        reporter.log(f"started on {worker} (attempt {claim.attempts}, process {os.getpid()})")
         spec = parse_spec(claim.spec)
         workdir = get_settings().artifact_dir / job_id
         workdir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,8 @@ def execute_job(
         return give_back(claim.job_id, claim.token, "re-queued: its worker is stopping", spend=False)
     except JobCancelled:
         outcome = {"target": JobStatus.CANCELLED, "message": "cancelled on request"}
+    except JobPruned as pruned:
+        outcome = {"target": JobStatus.PRUNED, "message": str(pruned)}
     except DatabaseUnavailable:
         raise  # nothing can be recorded now: the job process exits, and the job is re-queued
     except Exception as error:
@@ -191,12 +195,51 @@ def finish_claim(job_id: str, token: int, *, target: JobStatus, **fields: Any) -
     """End the run that holds claim `token`: its job becomes `target`, unless another claim (or a cancel
     that ended it) got there first. Waits out a database outage."""
     patience = get_settings().db_outage_seconds
-    return retrying(
+    status, parent_id = retrying(
         lambda: _finish(job_id, token, target, fields), patience=patience, what=f"ending job {job_id}"
     )
+    if parent_id is not None and status == JobStatus.SUCCEEDED:
+        _shard_the_rest(parent_id)
+    if parent_id is not None and status.finished:
+        _advance_sweep(parent_id)
+    return status
 
 
-def _finish(job_id: str, token: int, target: JobStatus, fields: dict[str, Any]) -> JobStatus:
+def _trial_reports(claim: Claim) -> Callable[[int, Mapping[str, float]], None] | None:
+    """A child job's epoch metrics go to its sweep's study, if it is a sweep's trial (`cnnq.sweeps`)."""
+    if claim.parent_id is None:
+        return None
+    from cnnq.sweeps.pruning import TrialReports
+
+    return TrialReports(claim.job_id)
+
+
+def _advance_sweep(parent_id: str) -> None:
+    """A sweep's trial has ended: tell its study and queue the next trials (a no-op for a bulk shard).
+    If this fails, the heartbeat sweep's top-up does it."""
+    from cnnq.sweeps.trials import WAIT_FOR_LEASE_SECONDS, advance_sweep
+
+    try:
+        advance_sweep(parent_id, wait=WAIT_FOR_LEASE_SECONDS)
+    except Exception as error:
+        log.warning("sweep %s: advancing it failed (%s); the sweep's top-up does it", parent_id, error)
+
+
+def _shard_the_rest(parent_id: str) -> None:
+    """The first shard of an auto-sized bulk job has SUCCEEDED: shard the rest now (a no-op for any
+    other shard). If this fails, the sweep does it."""
+    from cnnq.lifecycle.auto_shards import shard_the_rest
+
+    try:
+        shard_the_rest(parent_id)
+    except Exception as error:
+        log.warning("bulk job %s: sharding the rest failed (%s); the sweep does it", parent_id, error)
+
+
+def _finish(
+    job_id: str, token: int, target: JobStatus, fields: dict[str, Any]
+) -> tuple[JobStatus, str | None]:
+    """The status the job ended in, and its bulk parent (if it has one)."""
     fields = dict(fields)
     with session_scope() as session:
         if fields.get("result") is not None:
@@ -216,14 +259,14 @@ def _finish(job_id: str, token: int, target: JobStatus, fields: dict[str, Any]) 
             log.warning(
                 "job %s: claim %d ended as %s, but the job is %s", job_id, token, target, refused.current
             )
-            return refused.current
+            return refused.current, None
         line = fields["message"] if target == JobStatus.QUEUED else target.lower()
         if fields.get("error_message"):
             line += f": {fields['error_type']}: {fields['error_message']}"
         append_log(session, job_id, [line])
         if job.parent_id is not None:
             settle_parent(session, job.parent_id)
-        return job.status
+        return job.status, job.parent_id
 
 
 def give_back(job_id: str, token: int, message: str, *, spend: bool) -> JobStatus:
@@ -240,8 +283,13 @@ def give_back(job_id: str, token: int, message: str, *, spend: bool) -> JobStatu
 def failure_fields(error: BaseException) -> dict[str, Any]:
     """The error columns of a failed job: type, message, the last lines of the traceback."""
     lines = "".join(traceback.format_exception(error)).rstrip().splitlines()
+    kept = lines[-TRACEBACK_LINES:]
+    while len(kept) > 1 and kept[0].startswith(" ") and not kept[0].lstrip().startswith("File "):
+        kept.pop(0)  # a cut frame's source or `^^^^` line, orphaned from its `File ...` line
+    if len(kept) < len(lines) and kept[0].startswith(" "):
+        kept.insert(0, "Traceback (most recent call last), its last frames:")
     error_type = type(error).__name__
-    message = str(error) or error_type
+    message = str(error) or _where_raised(error)
     if error_type == "OutOfMemoryError" or "CUDA out of memory" in message:
         message = (
             f"the GPU ran out of memory; submit again with a smaller --batch-size ({message.splitlines()[0]})"
@@ -249,9 +297,20 @@ def failure_fields(error: BaseException) -> dict[str, Any]:
     return {
         "error_type": error_type,
         "error_message": message,
-        "error_traceback": "\n".join(lines[-TRACEBACK_LINES:]),
+        "error_traceback": "\n".join(kept),
         "message": f"failed: {error_type}",
     }
+
+
+def _where_raised(error: BaseException) -> str:
+    """The message of an exception raised without one (a bare `assert`): where it was raised, and the
+    source line, so that a failed job's headline never reads `AssertionError: AssertionError`."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return f"{type(error).__name__} raised without a message"
+    last = frames[-1]
+    code = f" (`{last.line}`)" if last.line else ""
+    return f"raised without a message at {Path(last.filename).name}, line {last.lineno}{code}"
 
 
 def _device_of(requested: str) -> str:

@@ -23,7 +23,14 @@ from sqlalchemy.orm import Session
 
 from cnnq.db.clock import db_now
 from cnnq.db.outage import DatabaseUnavailable, is_outage, retrying
-from cnnq.db.records import append_log, insert_predictions, record_artifact, record_metrics, scored_inputs
+from cnnq.db.records import (
+    CURVE_PREFIX,
+    append_log,
+    insert_predictions,
+    record_artifact,
+    record_metrics,
+    scored_inputs,
+)
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job
@@ -39,16 +46,24 @@ _PROGRESS_EVERY_SECONDS = 0.5
 class SqlReporter:
     """Writes progress, metrics, artifacts, log lines and predictions of the run holding claim `token` of
     job `job_id`. `bulk_id` is the bulk job whose predictions these are (the job itself when alone).
-    Setting `stop` (its worker is stopping) makes the next `check_stop` raise `JobInterrupted`."""
+    Setting `stop` (its worker is stopping) makes the next `check_stop` raise `JobInterrupted`.
+    `on_metrics` hears each step's metrics once they are recorded (a sweep's trial reports them to its
+    study there, and may raise `JobPruned`: `cnnq.sweeps.pruning`)."""
 
     def __init__(
-        self, job_id: str, token: int, bulk_id: str | None = None, stop: Event | None = None
+        self,
+        job_id: str,
+        token: int,
+        bulk_id: str | None = None,
+        stop: Event | None = None,
+        on_metrics: Callable[[int, Mapping[str, float]], None] | None = None,
     ) -> None:
         settings = get_settings()
         self.job_id = job_id
         self.token = token
         self.bulk_id = bulk_id or job_id
         self._stop = stop or Event()
+        self._on_metrics = on_metrics
         self._poll_every = settings.cancel_poll_seconds
         self._patience = settings.db_outage_seconds
         self._outage_since: float | None = None
@@ -78,6 +93,12 @@ class SqlReporter:
 
     def metrics(self, step: int, values: Mapping[str, float]) -> None:
         self._write(lambda session: record_metrics(session, self.job_id, step, values), "recording metrics")
+        if self._on_metrics is not None:
+            self._on_metrics(step, values)
+
+    def curve(self, step: int, values: Mapping[str, float]) -> None:
+        named = {CURVE_PREFIX + name: value for name, value in values.items()}
+        self._write(lambda session: record_metrics(session, self.job_id, step, named), "recording the curve")
 
     def artifact(self, kind: str, path: Path) -> None:
         path = Path(path).absolute()

@@ -9,6 +9,7 @@ that does not answer is `ServiceUnavailable`: one line naming it, exit 1, nothin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete
 
@@ -17,12 +18,12 @@ from cnnq.db.jobs import create_job, get_job
 from cnnq.db.outage import is_outage
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
+from cnnq.db.tables import Job, UnshardedInputs
 from cnnq.errors import ServiceUnavailable
 from cnnq.jobs.inputs import CALIBRATION_IMAGES, spread_sample
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, parse_spec
 from cnnq.lifecycle.broker import broker_problem, send_message
-from cnnq.lifecycle.bulk import plan_shards, resolve_resume
+from cnnq.lifecycle.bulk import BulkPlan, plan_shards, resolve_resume
 from cnnq.lifecycle.queues import LOCAL_QUEUE, queue_for
 from cnnq.settings import get_settings, mask_url
 
@@ -75,10 +76,10 @@ def database_unavailable(error: BaseException, consequence: str = "nothing was q
 def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tuple[str, list[str]]:
     """Commit the job's rows, already stamped as sent; returns its id and the ids that get messages."""
     with session_scope() as session:
-        shards = None
+        plan = None
         if isinstance(spec, InferSpec):
             spec = resolve_resume(session, spec)
-            shards = plan_shards(session, spec)
+            plan = plan_shards(session, spec)
         job = create_job(
             session,
             kind=spec.kind,
@@ -88,9 +89,9 @@ def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tu
         )
         job.message = message
         leaves = [job]
-        if shards is not None:
-            job.message = message or f"bulk job of {len(shards)} shards"
-            calibration = spread_sample([path for shard in shards for path in shard], CALIBRATION_IMAGES)
+        if plan is not None:
+            job.message = message or _bulk_message(plan)
+            calibration = spread_sample(plan.inputs, CALIBRATION_IMAGES)
             leaves = [
                 create_job(
                     session,
@@ -103,12 +104,23 @@ def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tu
                     parent_id=job.id,
                     job_id=f"{job.id}.{index:04d}",
                 )
-                for index, paths in enumerate(shards, start=1)
+                for index, paths in enumerate(plan.shards, start=1)
             ]
+            if plan.rest:
+                session.add(UnshardedInputs(parent_id=job.id, inputs=plan.rest))
         for leaf in leaves:
             leaf.sent_at = db_now()  # type: ignore[assignment]
         session.flush()
         return job.id, [leaf.id for leaf in leaves]
+
+
+def _bulk_message(plan: BulkPlan) -> str:
+    if not plan.rest:
+        return f"bulk job of {len(plan.shards)} shards"
+    return (
+        f"bulk job: a first shard of {len(plan.shards[0])} inputs measures the speed, "
+        f"then the other {len(plan.rest)} are sharded by time"
+    )
 
 
 def _forget(job_id: str, leaves: list[str]) -> None:
@@ -128,10 +140,21 @@ def retry_job(job_id: str) -> str:
     """A new job with the same spec, queue and priority as `job_id`; returns the new id."""
     with session_scope() as session:
         job = get_job(session, job_id)
-        spec, queue, priority = parse_spec(job.spec), job.queue, job.priority
-        if isinstance(spec, InferSpec) and job.parent_id is not None:
-            # A shard retried on its own still fills its bulk job's predictions.
-            spec = spec.model_copy(update={"resume": spec.resume or job.parent_id})
+        kind, stored, queue, priority, parent_id = job.kind, job.spec, job.queue, job.priority, job.parent_id
+    if kind == "sweep":
+        return _retry_sweep(stored, queue, priority)
+    spec = parse_spec(stored)
+    if isinstance(spec, InferSpec) and parent_id is not None:
+        # A shard retried on its own still fills its bulk job's predictions.
+        spec = spec.model_copy(update={"resume": spec.resume or parent_id})
     if queue == LOCAL_QUEUE:
         queue = None
     return submit_job(spec, Placement(queue=queue, priority=priority), message=f"retry of {job_id}")
+
+
+def _retry_sweep(spec: dict[str, Any], queue: str, priority: int) -> str:
+    """A new sweep with the same spec, with a study of its own."""
+    from cnnq.sweeps.spec import SweepSpec
+    from cnnq.sweeps.submit import submit_sweep
+
+    return submit_sweep(SweepSpec.model_validate(spec), queue, priority)

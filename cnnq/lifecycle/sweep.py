@@ -9,7 +9,10 @@ The SQL row is the outbox; Redis only carries a nudge. So the sweep, on the data
 3. sends again the message of a queued job that nobody claimed for `CNNQ_REQUEUE_AFTER_SECONDS` and whose
    message waits in no queue: it was lost with a worker that took it and died (Redis would restore it only
    after the visibility timeout, a week), or with a Redis that lost its data;
-4. settles bulk parents whose shards have all ended.
+4. settles bulk parents whose shards have all ended, and shards the rest of an auto-sized bulk job whose
+   first shard SUCCEEDED if the process that ended it died before it could (`cnnq.lifecycle.auto_shards`);
+5. tops up hyperparameter sweeps that look stuck: trials that ended unseen, room and no trial waiting
+   (`cnnq.sweeps.trials.top_up_sweeps`).
 
 Every step is a conditional UPDATE that one sweeper wins, and delivering a message twice is harmless (a
 claim is conditional too), so any number of workers may sweep at once.
@@ -22,18 +25,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.orm import aliased
 
-from cnnq.db.clock import db_ago, db_now
+from cnnq.db.clock import db_ago
 from cnnq.db.jobs import lost_jobs, stale, transition
 from cnnq.db.session import session_scope
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus
 from cnnq.db.tables import Job
-from cnnq.lifecycle.broker import send_message, waiting_job_ids
+from cnnq.lifecycle.auto_shards import shard_the_rest
+from cnnq.lifecycle.broker import waiting_job_ids
 from cnnq.lifecycle.bulk import settle_parent
+from cnnq.lifecycle.outbox import send_each
 from cnnq.lifecycle.queues import LOCAL_QUEUE
 from cnnq.settings import get_settings
+from cnnq.sweeps.trials import top_up_sweeps
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,8 @@ class SweepReport:
     requeued: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+    sharded: list[str] = field(default_factory=list)
+    trials: list[str] = field(default_factory=list)
 
 
 class Sweeper:
@@ -62,11 +70,12 @@ class Sweeper:
         if reap:
             report.requeued = reap_lost_jobs()
         report.sent = send_unsent()
+        report.trials = top_up_sweeps()
         now = time.monotonic()
         if now - self._last_resend >= min(settings.requeue_after_seconds / 4, 15.0):
             self._last_resend = now
             report.resent = self.resend_stranded()
-            settle_bulk_parents()
+            report.sharded = settle_bulk_parents()
         return report
 
     def resend_stranded(self) -> list[str]:
@@ -92,7 +101,7 @@ class Sweeper:
         missing = {row[0]: self._missing.get(row[0], now) for row in rows if row[0] not in waiting}
         self._missing = missing
         stranded = [row for row in rows if row[0] in missing and now - missing[row[0]] >= patience]
-        sent = _send_each(stranded, overdue)
+        sent = send_each(stranded, overdue)
         for job_id in sent:
             self._missing.pop(job_id, None)
             log.warning("job %s: its message was lost (no queue holds it); sent again", job_id)
@@ -152,48 +161,21 @@ def send_unsent() -> list[str]:
             .where(_leaf_queued(), Job.sent_at.is_(None))
             .order_by(Job.created_at)
         ).all()
-    return _send_each(rows, Job.sent_at.is_(None))
+    return send_each(rows, Job.sent_at.is_(None))
 
 
-def _send_each(rows, unsent_condition) -> list[str]:  # type: ignore[no-untyped-def]
-    """Send each job's message, if this sweeper wins the right to (stamping `sent_at`)."""
-    sent = []
-    for job_id, queue, priority in rows:
-        with session_scope() as session:
-            won = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED, unsent_condition)
-                .values(sent_at=db_now())
-                .execution_options(synchronize_session=False)
-            ).rowcount
-        if not won:
-            continue
-        try:
-            send_message(job_id, queue, priority)
-        except Exception as error:
-            with session_scope() as session:  # let the next sweep try again
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                    .values(sent_at=None)
-                    .execution_options(synchronize_session=False)
-                )
-            log.warning(
-                "job %s: its message could not be sent (%s); the next sweep tries again", job_id, error
-            )
-            break
-        sent.append(job_id)
-    return sent
-
-
-def settle_bulk_parents() -> None:
+def settle_bulk_parents() -> list[str]:
     """Step 4: bring unfinished bulk parents up to date with their shards (and end those whose shards
-    have all ended, if the last shard's worker died before it could)."""
+    have all ended, if the last shard's worker died before it could); shard and send the rest of those
+    whose first shard SUCCEEDED and whose rest nobody sharded yet. Returns the new shards sent."""
     child = aliased(Job)
     with session_scope() as session:
         parents = session.scalars(
             select(Job.id).where(Job.status.not_in(FINISHED), exists().where(child.parent_id == Job.id))
         ).all()
+    sharded = []
     for parent_id in parents:
         with session_scope() as session:
             settle_parent(session, parent_id)
+        sharded += shard_the_rest(parent_id)
+    return sharded

@@ -9,42 +9,11 @@ so no 100M-parameter classifier is initialised only to be thrown away.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 from torchvision.models import get_model
 
-Family = Literal["alexnet", "vgg", "resnet"]
-
-TORCHVISION_MODELS = (
-    "alexnet",
-    "vgg11",
-    "vgg11_bn",
-    "vgg13",
-    "vgg13_bn",
-    "vgg16",
-    "vgg16_bn",
-    "vgg19",
-    "vgg19_bn",
-    "resnet18",
-)
-SMALL_INPUT_BELOW = 64
-
-SMALL_INPUT_CHANGES: dict[Family, str] = {
-    "alexnet": "small-input variant: stride-1 11x11 stem, global-average-pool head",
-    "vgg": "small-input variant: no fifth max-pool, global-average-pool head",
-    "resnet": "small-input variant: stride-1 7x7 stem, no stem max-pool",
-}
-# Where each family's first convolution and classifier head live (state-dict prefixes).
-FIRST_CONV: dict[Family, str] = {"alexnet": "features.0", "vgg": "features.0", "resnet": "conv1"}
-HEAD: dict[Family, str] = {"alexnet": "classifier", "vgg": "classifier", "resnet": "fc"}
-
-
-def family_of(name: str) -> Family:
-    if name == "alexnet":
-        return "alexnet"
-    return "resnet" if name.startswith("resnet") else "vgg"
+from cnnq.models.catalog import FIRST_CONV, SMALL_INPUT_BELOW, Family, family_of
 
 
 def build_torchvision_model(name: str, *, in_channels: int, image_size: int, num_classes: int) -> nn.Module:

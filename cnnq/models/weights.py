@@ -9,24 +9,39 @@ has to the grayscale image repeated in three channels.
 
 from __future__ import annotations
 
+import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import torch
-from torchvision.models import get_model_weights
+from typing import TYPE_CHECKING
 
 from cnnq.errors import UserError
+from cnnq.models.catalog import model_info
+from cnnq.torch_file import TensorShape, UnreadableTorchFile, read_torch_file
+
+if TYPE_CHECKING:  # only reading the tensors needs torch; finding and checking a file does not
+    import torch
+
+WEIGHTS_URL = "https://download.pytorch.org/models/"
+"""Where torchvision publishes its ImageNet weights (the file names are in `catalog`)."""
+
+Shape = tuple[int, ...]
 
 
 def weights_url(name: str) -> str:
-    return get_model_weights(name).DEFAULT.url
+    return WEIGHTS_URL + str(model_info(name).weights_file)
+
+
+def torch_hub_dir() -> Path:
+    """`torch.hub.get_dir()` without importing torch: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub,
+    else ~/.cache/torch/hub (torch's rule; these are torch's variables, not cnnq settings)."""
+    cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(cache, "torch")))) / "hub"
 
 
 def cached_weights_path(name: str) -> Path:
     """Where torchvision keeps `name`'s ImageNet weights: torch.hub.get_dir()/checkpoints/<file>."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlsplit(weights_url(name)).path).name
+    return torch_hub_dir() / "checkpoints" / str(model_info(name).weights_file)
 
 
 def locate_weights(name: str, weights: Path | None) -> Path:
@@ -45,17 +60,73 @@ def locate_weights(name: str, weights: Path | None) -> Path:
     return path
 
 
+def _unloadable(path: Path, reason: str) -> UserError:
+    return UserError(f"cannot load weights file {path} ({reason}); it must be a torch.save'd state dict")
+
+
+def _not_a_state_dict(path: Path) -> UserError:
+    return UserError(f"weights file {path} does not hold a state dict (torch.save(model.state_dict()))")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:  # mapped, not read, where the format allows: checking VGG's 500 MB at submit stays cheap
+    import torch
+
+    try:  # mapped, not read, where the format allows: loading VGG's 500 MB stays cheap
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:  # a file we cannot read is the user's to fix, whatever the reason
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
-            f"cannot load weights file {path} ({reason}); it must be a torch.save'd state dict"
-        ) from None
+        raise _unloadable(path, reason) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"weights file {path} does not hold a state dict (torch.save(model.state_dict()))")
+        raise _not_a_state_dict(path)
     return dict(state)
+
+
+def read_tensor_shapes(path: Path) -> dict[str, Shape]:
+    """The name and shape of each tensor in a weights file, read without torch (`cnnq.torch_file`).
+
+    The reader takes plain containers and tensors only, as `read_state_dict`'s `weights_only` load
+    does for a state dict; a file it refuses would hold something other than tensors, which
+    `read_state_dict` refuses too, so the verdict at submit is the job's verdict."""
+    try:
+        state = read_torch_file(path)
+    except (OSError, UnreadableTorchFile) as error:
+        raise _unloadable(path, str(error) or type(error).__name__) from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, TensorShape) for v in state.values()):
+        raise _not_a_state_dict(path)
+    return {str(key): value.shape for key, value in state.items()}
+
+
+def fitting_keys(
+    own: Mapping[str, Shape],
+    state: Mapping[str, Shape],
+    *,
+    name: str,
+    path: Path,
+    first_conv: str,
+    head: str,
+) -> list[str]:
+    """The keys of `state` to load into a model whose tensor shapes are `own`; a UserError when a
+    backbone tensor is missing or misshapen. A 3-channel first convolution fits a 1-channel one
+    (`fit_state_dict` sums its filters)."""
+    fitting: list[str] = []
+    for key, target in own.items():
+        in_head = key.startswith(f"{head}.")
+        shape = state.get(key)
+        if shape is None:
+            if in_head or key.endswith("num_batches_tracked"):
+                continue
+            raise UserError(f"weights file {path} does not hold {name} weights: it has no {key}")
+        if key == f"{first_conv}.weight" and target[1] == 1 and shape[1] == 3:
+            shape = (shape[0], 1, *shape[2:])
+        if tuple(shape) != tuple(target):
+            if in_head:
+                continue
+            raise UserError(
+                f"weights file {path} does not hold {name} weights: "
+                f"{key} is {tuple(state[key])}, expected {tuple(target)}"
+            )
+        fitting.append(key)
+    return fitting
 
 
 def fit_state_dict(
@@ -68,22 +139,18 @@ def fit_state_dict(
     head: str,
 ) -> dict[str, torch.Tensor]:
     """The tensors of `state` to load into a model whose state dict is `own` (meta tensors will do)."""
-    fitted: dict[str, torch.Tensor] = {}
-    for key, target in own.items():
-        in_head = key.startswith(f"{head}.")
-        tensor = state.get(key)
-        if tensor is None:
-            if in_head or key.endswith("num_batches_tracked"):
-                continue
-            raise UserError(f"weights file {path} does not hold {name} weights: it has no {key}")
-        if key == f"{first_conv}.weight" and target.shape[1] == 1 and tensor.shape[1] == 3:
-            tensor = tensor.sum(dim=1, keepdim=True)
-        if tensor.shape != target.shape:
-            if in_head:
-                continue
-            raise UserError(
-                f"weights file {path} does not hold {name} weights: "
-                f"{key} is {tuple(tensor.shape)}, expected {tuple(target.shape)}"
-            )
-        fitted[key] = tensor
-    return fitted
+    keys = fitting_keys(
+        {key: tuple(tensor.shape) for key, tensor in own.items()},
+        {key: tuple(tensor.shape) for key, tensor in state.items()},
+        name=name,
+        path=path,
+        first_conv=first_conv,
+        head=head,
+    )
+    return {key: _fitted(state[key], own[key], key == f"{first_conv}.weight") for key in keys}
+
+
+def _fitted(tensor: torch.Tensor, target: torch.Tensor, first_conv: bool) -> torch.Tensor:
+    if first_conv and target.shape[1] == 1 and tensor.shape[1] == 3:
+        return tensor.sum(dim=1, keepdim=True)
+    return tensor

@@ -1,4 +1,4 @@
-"""The Celery task: a thin wrapper that runs one job in its own process and watches over it.
+"""The Celery task: a thin wrapper that runs one job in the worker's job process and watches over it.
 
 While the job process runs, the worker's heartbeat thread beats for the job, and this loop looks at the
 job's row about once a second (on the database's clock) and acts on what it sees, always fenced by the
@@ -16,6 +16,7 @@ A database outage never abandons a live job process: the loop just looks again l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import time
@@ -46,21 +47,61 @@ class WorkerState:
     name: str = "unregistered"
     heartbeat: Heartbeat | None = None
     standby: JobProcess | None = None
-    """The process the next job will run in, already importing torch (see `cnnq.workers.job_process`)."""
+    """The process the next job will run in: the last job's, reused, or a fresh one already importing
+    torch (see `cnnq.workers.job_process`)."""
     running: JobProcess | None = None
     stop_signals: int = 0
     """SIGTERM/SIGINT received: the first asks the running job to stop, the second kills it."""
 
+    successor: JobProcess | None = None
+    """A fresh process importing torch, to take over from a worn-out standby once it is ready."""
+
     @classmethod
     def prepare_standby(cls) -> None:
         if get_settings().standby_process and cls.standby is None and not cls.stop_signals:
-            cls.standby = JobProcess(cls.name)
+            cls.standby, cls.successor = cls.successor or JobProcess(cls.name), None
+
+    @classmethod
+    def prepare_successor(cls) -> None:
+        if get_settings().standby_process and cls.successor is None and not cls.stop_signals:
+            cls.successor = JobProcess(cls.name)
+
+    @classmethod
+    def next_process(cls) -> JobProcess | None:
+        """The process to run the next job in: the standby, or its successor once that is ready."""
+        if cls.successor is not None and (cls.standby is None or cls.successor.is_ready()):
+            if cls.standby is not None:
+                log.info(
+                    "replacing job process %s: it ran its %d jobs", cls.standby.process.pid, cls.standby.jobs
+                )
+                cls.standby.discard()
+            cls.standby, cls.successor = cls.successor, None
+        ready, cls.standby = cls.standby, None
+        return ready
+
+    @classmethod
+    def keep_or_replace(cls, job: JobProcess) -> None:
+        """After a job: reuse its process for the next one while it is fit, else start a fresh one."""
+        settings = get_settings()
+        why = job.unfit_reason(settings.job_process_max_mb)
+        if not settings.standby_process:
+            why = why or "CNNQ_STANDBY_PROCESS is off"
+        if why is None and not cls.stop_signals:
+            cls.standby = job
+            if job.worn_out(settings.job_process_max_jobs):
+                cls.prepare_successor()
+            return
+        if job.process.is_alive():
+            log.info("replacing job process %s: %s", job.process.pid, why or "its worker is stopping")
+            job.discard()
+        cls.prepare_standby()
 
     @classmethod
     def drop_standby(cls) -> None:
-        if cls.standby is not None:
-            cls.standby.discard()
-            cls.standby = None
+        for process in (cls.standby, cls.successor):
+            if process is not None:
+                process.discard()
+        cls.standby = cls.successor = None
 
     @classmethod
     def on_stop_signal(cls) -> None:
@@ -74,9 +115,8 @@ def run_job_task(job_id: str) -> None:
     if WorkerState.stop_signals:
         _unsend(job_id, "this worker is stopping")
         return
-    standby, WorkerState.standby = WorkerState.standby, None
     try:
-        job = start_job_process(job_id, WorkerState.name, standby)
+        job = start_job_process(job_id, WorkerState.name, WorkerState.next_process())
     except Exception as error:  # no process: the job stays queued, and is sent again
         log.exception("job %s: could not start its process", job_id)
         _unsend(job_id, f"could not start a job process ({type(error).__name__})")
@@ -84,19 +124,20 @@ def run_job_task(job_id: str) -> None:
     WorkerState.running = job
     if WorkerState.heartbeat is not None:
         WorkerState.heartbeat.job_id = job_id
-    WorkerState.prepare_standby()  # the next job's process imports while this one runs
+    if job.worn_out(get_settings().job_process_max_jobs):
+        WorkerState.prepare_successor()  # it imports while this job runs
     try:
         verdict = _watch(job, job_id)
+    except BaseException:  # the task itself is being torn down: take the job with it, re-queued
+        with contextlib.suppress(Exception):
+            _settle(job, job_id, _kill(job, "interrupted", "re-queued: its worker stopped"))
+        raise
     finally:
-        if job.process.is_alive():  # the task itself is being torn down: take the job with it
-            job.signal(signal.SIGKILL)
-            job.process.join(timeout=_EXIT_GRACE_SECONDS)
-            verdict = _Verdict("interrupted", "re-queued: its worker stopped")
         WorkerState.running = None
         if WorkerState.heartbeat is not None:
             WorkerState.heartbeat.job_id = None
     _settle(job, job_id, verdict)
-    WorkerState.prepare_standby()
+    WorkerState.keep_or_replace(job)
 
 
 @dataclass(frozen=True)
@@ -122,9 +163,9 @@ def _watch(job: JobProcess, job_id: str) -> _Verdict:
     grace = max(settings.cancel_grace_seconds, 10 * settings.cancel_poll_seconds)
     cancel_seen = superseded_seen = stop_seen_at = None
     signals_seen = 0
-    while job.process.is_alive():
-        job.process.join(timeout=_LOOK_EVERY_SECONDS)
-        if not job.process.is_alive():
+    while not job.done():
+        job.wait(_LOOK_EVERY_SECONDS)
+        if job.done():
             break
         now = time.monotonic()
         if WorkerState.stop_signals > signals_seen:
@@ -199,6 +240,8 @@ def _look(job_id: str, token: int) -> _Look | None:
 def _settle(job: JobProcess, job_id: str, verdict: _Verdict) -> None:
     """Record how the job process ended when it could not record it itself."""
     token, code = job.claim_token(), job.process.exitcode
+    if verdict.reason is None and job.ended:  # it ended the job and recorded how itself
+        return
     if token is None:
         if code:
             log.error(

@@ -27,7 +27,8 @@ FINISH_SECONDS = 150
 def _queue_behind_a_busy_worker(workers, cli, mnist_root: Path, tmp_path: Path, url: str):  # type: ignore[no-untyped-def]
     """A worker busy with a longer job, five training jobs and a two-shard bulk job queued behind it."""
     busy = workers.start()
-    long_job = submit(cli, *train_args(mnist_root, limit=4096, epochs=2))
+    # Long enough to outlast the seven submits behind it, however fast a warm worker starts it.
+    long_job = submit(cli, *train_args(mnist_root, limit=4096, epochs=6))
     wait_for(lambda: job(url, long_job).status == "RUNNING", 90, "the long job to start")
     bulk = make_bulk_inputs(tmp_path, count=8)
     queued = [submit(cli, *train_args(mnist_root, limit=512, epochs=2)) for _ in range(QUEUED_JOBS)]

@@ -6,14 +6,18 @@ Screenshots go to the test's temporary folder; with `CNNQ_TEST_SCREENSHOTS=DIR` 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, sync_playwright
@@ -88,7 +92,17 @@ def dashboard_url(filled_database: FilledDatabase, tmp_path: Path) -> Iterator[s
     """`cnnq dashboard` on a copy of the filled database."""
     env = {**os.environ, **copy_env(filled_database, tmp_path)}
     with served_dashboard(env, tmp_path / "dashboard.log") as (url, _pid):
+        _SERVED[url] = env
         yield url
+        del _SERVED[url]
+
+
+_SERVED: dict[str, dict[str, str]] = {}
+
+
+def copy_env_of(url: str) -> dict[str, str]:
+    """The environment (its database copy) of the dashboard serving `url`."""
+    return _SERVED[url]
 
 
 @pytest.fixture
@@ -118,10 +132,38 @@ def _no_exception(page: Page) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
 
+def _row_cells(page: Page, first_cell: str) -> dict[str, str]:
+    """The cells of the table row whose first cell reads `first_cell`, by column header, as the grid's
+    accessibility text gives them."""
+    table = page.locator("[data-testid='stDataFrame']").first
+    table.locator("th").last.wait_for(state="attached")
+    time.sleep(0.5)  # the grid redraws its accessible table for the new width
+    headers = table.locator("th").all_text_contents()
+    row = table.locator("tr").filter(has=page.locator("td", has_text=first_cell)).first
+    cells = row.locator("td").all_text_contents()
+    return dict(zip(headers[len(headers) - len(cells) :], cells, strict=True))
+
+
+def _sql(env: dict[str, str], query: str, *parameters: object) -> list[tuple]:
+    database = env["CNNQ_DATABASE_URL"].removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return connection.execute(query, parameters).fetchall()
+
+
 def test_jobs_table_and_training_curves_in_a_browser(
     filled_database: FilledDatabase, dashboard_url: str, browser_page: Page, tmp_path: Path
 ) -> None:
     page = browser_page
+    outside: list[str] = []  # requests that would leave this host: none, on an air-gapped network
+    page.on(
+        "request",
+        lambda request: (
+            outside.append(request.url)
+            if urlsplit(request.url).hostname not in (None, "127.0.0.1", "localhost")
+            and not request.url.startswith(("data:", "blob:"))
+            else None
+        ),
+    )
     page.goto(f"{dashboard_url}/jobs")
     cells = page.locator("[data-testid='stDataFrame'] td")
     cells.first.wait_for(state="attached")
@@ -130,6 +172,30 @@ def test_jobs_table_and_training_curves_in_a_browser(
         assert f"job?job={job_id}" in shown, f"{job_id} is not in the jobs table"
     assert {"SUCCEEDED", "FAILED"} <= shown
     _no_exception(page)
+    assert page.get_by_text("Page not found").count() == 0  # `/jobs` is the jobs page
+    # The numbers it shows are the database's: the total, and a run's best and test accuracy.
+    env = copy_env_of(dashboard_url)
+    (total,) = _sql(env, "SELECT count(*) FROM jobs WHERE parent_id IS NULL OR kind = 'train'")[0]
+    page.get_by_text(f"{total} jobs · page 1 of 1").wait_for()
+    run = filled_database.mnist_train
+    page.set_viewport_size({"width": 3600, "height": 1250})  # the grid puts only visible columns in the DOM
+    row = _row_cells(page, f"job?job={run}")
+    page.set_viewport_size({"width": 1400, "height": 1250})
+    metric = "SELECT max(value) FROM metrics WHERE job_id = ? AND name = ?"
+    (best,) = _sql(env, metric, run, "val_accuracy")[0]
+    (test,) = _sql(env, metric, run, "test_accuracy")[0]
+    # (the accessible text holds a cell's value, unformatted)
+    assert float(row["best val_accuracy"]) == pytest.approx(best) and float(
+        row["test_accuracy"]
+    ) == pytest.approx(test)
+    (result,) = _sql(env, "SELECT result FROM jobs WHERE id = ?", run)[0]
+    used = json.loads(result)["hyperparameters"]
+    assert (row["optimizer"], row["batch_size"], row["status"]) == (
+        used["optimizer"],
+        str(used["batch_size"]),
+        "SUCCEEDED",
+    )
+    _save_screenshot(page, tmp_path, "jobs.png")
 
     # Selecting a row (its checkbox, drawn on the grid's canvas) opens that job's page.
     newest = cells.all_text_contents()[0].removeprefix("job?job=")
@@ -160,6 +226,48 @@ def test_jobs_table_and_training_curves_in_a_browser(
     _no_exception(page)
     time.sleep(1)  # let plotly finish its transitions before the picture
     _save_screenshot(page, tmp_path, "job.png")
+
+    # An evaluation's clinical figures at its stored threshold: the job's own, in SQL.
+    metric = "SELECT value FROM metrics WHERE job_id = ? AND name = ?"
+    (sensitivity,) = _sql(env, metric, filled_database.xray_eval, "sensitivity")[0]
+    (specificity,) = _sql(env, metric, filled_database.xray_eval, "specificity")[0]
+    page.goto(f"{dashboard_url}/job?job={filled_database.xray_eval}")
+    page.get_by_text("Precision-recall curve").first.wait_for()
+    shown_metrics = {
+        m.locator("[data-testid='stMetricLabel']").inner_text().strip(): m.locator(
+            "[data-testid='stMetricValue']"
+        ).inner_text()
+        for m in page.locator("[data-testid='stMetric']").all()
+    }
+    assert shown_metrics["sensitivity"] == f"{sensitivity:.3f}"
+    assert shown_metrics["specificity"] == f"{specificity:.3f}"
+    page.get_by_role("link", name=filled_database.xray_train).first.wait_for()  # to its training job
+    _no_exception(page)
+    time.sleep(1)
+    _save_screenshot(page, tmp_path, "evaluation.png")
+
+    # The review queue: its count is SQL's, and a selected row opens its image with the Grad-CAM.
+    (scored,) = _sql(
+        env, "SELECT count(*) FROM predictions WHERE bulk_id = ? AND error IS NULL", filled_database.bulk
+    )[0]
+    page.goto(f"{dashboard_url}/bulk?job={filled_database.bulk}")
+    page.get_by_text(f"{scored} inputs match").wait_for()
+    review = page.locator("[data-testid='stDataFrame']").first
+    review.locator("td").first.wait_for(state="attached")
+    box = review.bounding_box()
+    assert box is not None
+    explained = page.get_by_text("Grad-CAM for")
+    for _ in range(3):  # the grid may take the first click as focus only
+        page.mouse.click(box["x"] + 16, box["y"] + 36 + 32, delay=150)
+        try:
+            explained.wait_for(timeout=30_000)
+            break
+        except PlaywrightTimeoutError:
+            continue
+    explained.wait_for()
+    _no_exception(page)
+    _save_screenshot(page, tmp_path, "bulk_review.png")
+    assert outside == []
 
 
 def test_xray_check_upload_in_a_browser(

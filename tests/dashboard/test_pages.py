@@ -96,10 +96,39 @@ def test_jobs_page_lists_every_job_and_filters(filled_database: FilledDatabase, 
         "lenet",
         "mnist",
     )
-    assert row["progress"] == 1.0 and row["duration"] and row["worker"] and row["device"] == "cpu"
+    assert row["progress"] == 1.0 and row["duration (s)"] > 0 and row["worker"]
     assert table.set_index("id").loc[filled_database.failed, "status"] == "FAILED"
-    # The link column opens the job page.
+    # The link column opens the job page; an evaluation links to the job that trained its model.
     assert set(table["open"]) >= {f"job?job={i}" for i in filled_database.job_ids}
+    assert table.set_index("id").loc[filled_database.xray_eval, "trained by"] == (
+        f"job?job={filled_database.xray_train}"
+    )
+    # The hyperparameters the job recorded as it started, and its metrics summarised in SQL.
+    trained = job_object(filled_database.mnist_train)
+    used = trained["result"]["hyperparameters"]
+    assert used["lr"] == 0.1 and used["momentum"] == 0.95  # SGD's default lr: the spec holds null
+    assert trained["spec"]["lr"] is None
+    for name in ("optimizer", "lr", "weight_decay", "momentum", "batch_size", "epochs", "schedule"):
+        assert row[name] == used[name], name
+    history = [h["val_accuracy"] for h in trained["history"] if "val_accuracy" in h]
+    assert row["best val_accuracy"] == pytest.approx(max(history))
+    assert row["test_accuracy"] == pytest.approx(trained["metrics"]["test_accuracy"])
+    evaluation = table.set_index("id").loc[filled_database.xray_eval]
+    assert evaluation["accuracy"] == pytest.approx(
+        job_object(filled_database.xray_eval)["metrics"]["accuracy"]
+    )
+    # A bulk job's shards are folded under it: counted on its row, listed once asked for.
+    assert table.set_index("id").loc[filled_database.bulk, "shards"] == "3/3"
+    assert any(c.value.startswith(f"{len(table)} jobs") for c in app.caption)
+    # Sorting happens in SQL, over every job.
+    app.selectbox(key="sort").set_value("best val_accuracy").run()
+    by_accuracy = table_with(app, "status")["best val_accuracy"].dropna().tolist()
+    assert by_accuracy == sorted(by_accuracy, reverse=True) and len(by_accuracy) == 2
+    app.selectbox(key="sort").set_value("created").run()
+    app.text_input(key="search").input("mnist").run()
+    assert filled_database.mnist_train in set(table_with(app, "status")["id"])
+    assert filled_database.xray_train not in set(table_with(app, "status")["id"])
+    app.text_input(key="search").input("").run()
 
     app.multiselect(key="status_filter").set_value(["FAILED"]).run()
     assert list(table_with(app, "status")["id"]) == [filled_database.failed]
@@ -141,6 +170,41 @@ def test_job_page_shows_training_curves_per_epoch(
     assert np.allclose(values(shown["Learning rate"].data[0].y), [h["lr"] for h in epochs])
     assert all(v > 0 for v in values(shown["Images per second"].data[0].y))
     assert metrics(app)["epochs"] == "2 / 2"
+    best = max(epochs, key=lambda h: (h["val_accuracy"], h["epoch"]))
+    assert metrics(app)["best val_accuracy"] == f"{best['val_accuracy']:.4g}"
+    assert any(shape.type == "line" for shape in shown["Loss"].layout.shapes)  # the best epoch, marked
+    # Times, from the job's row.
+    trained = job_object(filled_database.mnist_train)
+    started = trained["started_at"][:19].replace("T", " ") + " UTC"
+    assert any(f"started **{started}**" in m.value for m in app.markdown), [m.value for m in app.markdown]
+    assert metrics(app)["ETA"] == "–"
+    # The hyperparameters it recorded as it started.
+    used = table_with(app, "lr")
+    assert used.iloc[0]["lr"] == str(trained["result"]["hyperparameters"]["lr"])
+    # Every artifact downloads; the log is timestamped and searchable.
+    assert {b.label.split(" (")[0] for b in app.get("download_button")} >= {"Model file", "Checkpoint"}
+    log = table_with(app, "line")
+    assert log["time"].notna().all() and len(log) >= 2
+    app.text_input(key="log_search").input("torch threads").run()
+    assert all("torch threads" in line for line in table_with(app, "line")["line"])
+    # The curve within epochs, as the job reports it every few seconds (two points, written here).
+    from cnnq.db.records import CURVE_PREFIX, record_metrics
+    from cnnq.db.session import session_scope
+
+    with session_scope() as session:
+        for step, loss in ((3, 2.2), (6, 1.9)):
+            record_metrics(
+                session,
+                filled_database.mnist_train,
+                step,
+                {CURVE_PREFIX + "train_loss": loss, CURVE_PREFIX + "lr": 0.05},
+            )
+    app.run()
+    curve = traces(figures(app)["Within epochs"])
+    assert list(values(curve["train loss"].x)) == [3, 6]
+    assert np.allclose(values(curve["train loss"].y), [2.2, 1.9])
+    assert np.allclose(values(curve["learning rate"].y), [0.05, 0.05])
+    assert history == [h for h in job_object(filled_database.mnist_train)["history"]]  # epochs only
     artifacts = table_with(app, "size")
     assert {"model", "checkpoint"} <= set(artifacts["kind"])
     assert all(size.endswith(("B", "KiB", "MiB")) for size in artifacts["size"])
@@ -165,6 +229,37 @@ def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, d
     per_class = table_with(app, "class") if "class" in result["per_class"][0] else app.dataframe[0].value
     assert len(per_class) == 2
     assert "accuracy" in metrics(app)
+    # At its stored threshold, sensitivity and specificity are the evaluation's own; PPV from its matrix.
+    stored = job_object(filled_database.xray_eval)["metrics"]
+    assert metrics(app)["sensitivity"] == f"{stored['sensitivity']:.3f}"
+    assert metrics(app)["specificity"] == f"{stored['specificity']:.3f}"
+    (_, fp), (_, tp) = result["confusion_matrix"]
+    assert metrics(app)["PPV"] == (f"{tp / (tp + fp):.3f}" if tp + fp else "nan")
+    assert "Precision-recall curve" in shown
+    app.slider(key="clinical_threshold").set_value(0.0).run()  # everything positive
+    assert metrics(app)["sensitivity"] == "1.000" and metrics(app)["specificity"] == "0.000"
+    # An evaluation links to its training job, and the training job back to it and to the bulk job.
+    assert f"[{filled_database.xray_train}](job?job={filled_database.xray_train})" in app.markdown[0].value
+    app = open_page("screens/job.py", job=filled_database.xray_train)
+    used_by = table_with(app, "kind")
+    assert set(used_by["job"]) >= {f"job?job={filled_database.xray_eval}", f"job?job={filled_database.bulk}"}
+
+
+def test_bulk_parent_page_shows_its_shards_and_counts(
+    filled_database: FilledDatabase, dashboard_env: dict
+) -> None:
+    from cnnq.db.records import prediction_counts
+    from cnnq.db.session import session_scope
+
+    app = open_page("screens/job.py", job=filled_database.bulk)
+    with session_scope() as session:
+        counts = prediction_counts(session, filled_database.bulk, "PNEUMONIA")
+    cards = metrics(app)
+    assert (cards["shards"], int(cards["inputs"]), int(cards["flagged"])) == ("3", counts["inputs"], 3)
+    assert int(cards["positive (PNEUMONIA)"]) == counts["positive"]
+    shards = table_with(app, "shard")
+    assert len(shards) == 3 and set(shards["status"]) == {"SUCCEEDED"}
+    assert "attempts" in app.markdown[0].value
 
 
 def test_failed_job_shows_its_error_and_retries_through_the_broker(
@@ -174,6 +269,8 @@ def test_failed_job_shows_its_error_and_retries_through_the_broker(
     failed = job_object(filled_database.failed)
     app = open_page("screens/job.py", job=filled_database.failed)
     assert failed["error"]["type"] in app.error[0].value
+    assert f"{failed['error']['type']}: {failed['error']['type']}" not in app.error[0].value
+    assert not failed["error"]["traceback"].splitlines()[0].lstrip().startswith("^")
     assert failed["error"]["traceback"].strip().splitlines()[-1] in app.code[0].value
     assert [b.key for b in app.button] == ["retry"]  # a finished job cannot be cancelled
 
@@ -197,7 +294,13 @@ def test_cancel_button_cancels_a_queued_job(filled_database: FilledDatabase, das
         ).id
     app = open_page("screens/job.py", job=queued)
     assert "QUEUED" in app.markdown[0].value
+    app.button(key="cancel").click().run()  # asks first
+    assert not app.exception and job_object(queued)["status"] == "QUEUED"
+    app.button(key="cancel_keep").click().run()
+    assert job_object(queued)["status"] == "QUEUED" and not app.warning
     app.button(key="cancel").click().run()
+    assert queued in app.warning[0].value
+    app.button(key="cancel_confirm").click().run()
     assert not app.exception
     assert job_object(queued)["status"] == "CANCELLED"
 
@@ -211,12 +314,27 @@ def test_compare_overlays_curves_and_tables_differences(
     assert list(summary["job"]) == runs
     # Options that differ are columns; those that agree are not.
     assert list(summary["dataset"]) == ["mnist", "xray"]
-    assert "model" not in summary.columns and "epochs" in summary.columns
+    assert "model" not in summary.columns and "epochs run" in summary.columns
+    assert not [c for c in summary.columns if c.endswith(("_x", "_y"))]  # no merge suffixes
     for job_id, row in summary.set_index("job").iterrows():
-        assert row["val_accuracy"] == pytest.approx(job_object(job_id)["metrics"]["val_accuracy"])
+        job = job_object(job_id)
+        assert row["final val_accuracy"] == pytest.approx(job["metrics"]["val_accuracy"])
+        best = max(h["val_accuracy"] for h in job["history"] if "val_accuracy" in h)
+        assert row["best val_accuracy"] == pytest.approx(best)
     shown = figures(app)
     assert sorted(trace["name"] for trace in shown["Validation accuracy"]["data"]) == sorted(runs)
+    assert len({trace["line"]["color"] for trace in shown["Validation accuracy"]["data"]}) == 2
     assert {len(trace["x"]) for trace in shown["Training loss"]["data"]} == {2}
+    # Every hyperparameter used, side by side, once asked for.
+    app.toggle(key="differing_only").set_value(False).run()
+    summary = table_with(app, "job").set_index("job")
+    for job_id in runs:
+        used = job_object(job_id)["result"]["hyperparameters"]
+        assert summary.loc[job_id, "lr"] == str(used["lr"]) and summary.loc[job_id, "model"] == "lenet"
+    # Runs are found by search, however old.
+    app.text_input(key="compare_search").input(filled_database.mnist_train[-6:]).run()
+    options = app.multiselect(key="compare_jobs").options
+    assert f"{filled_database.mnist_train} · lenet on mnist · SUCCEEDED" in options
 
 
 def test_bulk_page_shows_shards_scores_and_flags(
@@ -235,13 +353,16 @@ def test_bulk_page_shows_shards_scores_and_flags(
     assert int(cards["flagged"]) == counts["flagged"] == 3  # two broken images and a text file
     shown = figures(app)
     assert len(values(shown["Progress by shard"].data[0].y)) == 3
-    assert len(values(shown["Distribution of scores"].data[0].x)) == counts["scored"]
+    assert values(shown["Distribution of scores"].data[0].y).sum() == counts["scored"]  # binned in SQL
     threshold_lines = [s for s in shown["Distribution of scores"].layout.shapes if s.type == "line"]
     assert len(threshold_lines) == 1
     top = table_with(app, "score")
     assert len(top) == 20 and list(top["score"]) == sorted(top["score"], reverse=True)
     assert all(url.startswith("data:image/png;base64,") for url in top["image"])
     assert all(Path(p).is_relative_to(filled_database.chest_xray) for p in top["input"])
+    assert any(c.value.startswith(f"{counts['scored']:,} inputs match") for c in app.caption)
+    # The review queue: flagged inputs, one label, a score range, pages, all read in SQL.
+    app.radio(key="review_shown").set_value("flagged").run()
     flagged = table_with(app, "error")
     assert {Path(p).name for p in flagged["input"]} == {
         "notes.txt",
@@ -249,8 +370,40 @@ def test_bulk_page_shows_shards_scores_and_flags(
         "broken_truncated.jpeg",
     }
     assert flagged["error"].str.len().min() > 0
+    app.radio(key="review_shown").set_value("scored").run()
+    app.multiselect(key="review_labels").set_value(["PNEUMONIA"]).run()
+    app.selectbox(key="review_page_size").set_value(100).run()
+    positives = table_with(app, "score")
+    assert set(positives["label"]) == {"PNEUMONIA"} and len(positives) == min(counts["positive"], 100)
+    assert any(c.value.startswith(f"{counts['positive']:,} inputs match") for c in app.caption)
+    low, high = sorted(positives["score"])[0], sorted(positives["score"])[-1]
+    app.slider(key="review_scores").set_value((round(low, 2), round(high, 2))).run()
+    from sqlalchemy import func, select
+
+    from cnnq.db.tables import Prediction
+
+    with session_scope() as session:
+        expected = session.scalar(
+            select(func.count()).where(
+                Prediction.bulk_id == filled_database.bulk,
+                Prediction.label == "PNEUMONIA",
+                Prediction.score.between(round(low, 2), round(high, 2)),
+            )
+        )
+    assert any(c.value.startswith(f"{expected:,} inputs match") for c in app.caption)
+    if expected:
+        in_range = table_with(app, "score")["score"]
+        assert in_range.between(round(low, 2), round(high, 2)).all() and len(in_range) == min(expected, 100)
     shards = table_with(app, "message")
     assert list(shards["status"]) == ["SUCCEEDED"] * 3 and sum(shards["inputs"]) == len(files)
+    assert all(link.startswith(f"job?job={filled_database.bulk}.") for link in shards["shard"])
+    # The download is `cnnq results`' CSV, made when asked for.
+    from cnnq.dashboard.review import results_csv
+
+    assert (
+        results_csv(filled_database.bulk).decode().splitlines()[0]
+        == "path,label,probability,error,p_NORMAL,p_PNEUMONIA"
+    )
 
 
 def test_xray_check_scores_an_upload_and_refuses_text(
@@ -322,9 +475,19 @@ def test_workers_page_shows_workers_and_queue_depths(
     for _ in range(2):
         done = cli("submit", "eval", "--model-from", filled_database.xray_train, "--queue", "gpu.0")
         assert done.code == 0, done.stderr
+    from cnnq.db.jobs import create_job, transition
+    from cnnq.db.status import JobStatus
+
+    with session_scope() as session:
+        running = create_job(
+            session, kind="eval", spec=job_object(filled_database.xray_eval)["spec"], queue="gpu"
+        ).id
+        transition(session, running, JobStatus.RUNNING, worker="gpu0@node1")
     app = open_page("screens/workers.py")
     workers = table_with(app, "worker").set_index("worker")
     assert workers.loc["gpu0@node1", "gpu"] == "0: NVIDIA H100"
+    assert workers.loc["gpu0@node1", "current job"] == running
+    assert workers.loc["gpu0@node1", "host RAM (MiB)"] == 257000
     assert workers.loc["gpu0@node1", "state"] == "up"
     queues = table_with(app, "waiting messages").set_index("queue")
     assert queues.loc["gpu.0", "waiting messages"] == 2
@@ -361,6 +524,7 @@ def test_job_page_follows_a_running_job_and_cancels_it(
         with session_scope() as session:
             assert 2 <= epochs_shown <= len(metric_history(session, job_id))
         app.button(key="cancel").click().run()
+        app.button(key="cancel_confirm").click().run()
         assert not app.exception
         assert training.wait(timeout=120) != 0
     finally:

@@ -35,10 +35,10 @@ def test_differing_options_keeps_only_what_changed() -> None:
             "train-b": {"model": "lenet", "lr": 0.001, "epochs": 5, "augment": "flip"},
         }
     )
-    assert list(table.columns) == ["job", "augment", "lr"]
+    assert list(table.columns) == ["job", "lr", "augment"]
     assert table.to_dict("records") == [
-        {"job": "train-a", "augment": "", "lr": "0.01"},
-        {"job": "train-b", "augment": "flip", "lr": "0.001"},
+        {"job": "train-a", "lr": "0.01", "augment": ""},
+        {"job": "train-b", "lr": "0.001", "augment": "flip"},
     ]
 
 
@@ -72,3 +72,58 @@ def test_an_upload_is_decoded_in_a_temporary_folder_that_is_then_removed(
     with pytest.raises(UserError, match=r"^notes\.txt is not an image cnnq can read \(.+\); upload a PNG"):
         decode_upload("notes.txt", b"just words\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clinical_figures_at_a_threshold_with_their_intervals() -> None:
+    from cnnq.dashboard.clinical import (
+        auc_interval,
+        class_counts,
+        operating_point,
+        precision_recall,
+        wilson_interval,
+    )
+
+    low, high = wilson_interval(8, 10)  # the textbook example: 0.490 to 0.943
+    assert (round(low, 3), round(high, 3)) == (0.49, 0.943)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = auc_interval(0.9, 50, 50)
+    assert low < 0.9 < high and high - low < 0.2
+    positives, negatives = class_counts([[40, 10], [5, 45]], positive_index=1)
+    assert (positives, negatives) == (50, 50)
+    roc = {"fpr": [0.0, 0.1, 0.2, 1.0], "tpr": [0.0, 0.8, 0.9, 1.0], "thresholds": [None, 0.7, 0.5, 0.1]}
+    point = operating_point(roc, 0.5, positives, negatives)
+    assert (point.true_positives, point.false_positives, point.true_negatives, point.false_negatives) == (
+        45,
+        10,
+        40,
+        5,
+    )
+    assert point.sensitivity == 0.9 and point.specificity == 0.8
+    assert point.ppv == 45 / 55 and point.npv == 40 / 45
+    assert operating_point(roc, 0.6, positives, negatives).sensitivity == 0.8  # a stricter threshold
+    from cnnq.dashboard.clinical import confusion_point
+
+    exact = confusion_point([[40, 10], [5, 45]], 1, 0.5)
+    assert (exact.sensitivity, exact.specificity, exact.ppv, exact.npv) == (0.9, 0.8, 45 / 55, 40 / 45)
+    recall, precision = precision_recall(roc, positives, negatives)
+    assert recall == [0.8, 0.9, 1.0] and precision[0] == 40 / 45
+
+
+def test_failures_read_as_one_plain_sentence() -> None:
+    from cnnq.dashboard.job_facts import failure_sentence
+
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/cnnq/data/mnist.py", line 40, in read_images\n'
+        "    assert magic == 2051\n"
+        "AssertionError"
+    )
+    sentence = failure_sentence("AssertionError", "AssertionError", traceback)
+    assert sentence == (
+        "The job failed: a check in the code failed in /app/cnnq/data/mnist.py, line 40: "
+        "`assert magic == 2051` (AssertionError without a message)."
+    )
+    assert (
+        failure_sentence("FileNotFoundError", "no such file: /data/x.png", None)
+        == "No such file: /data/x.png."
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,15 @@ def split_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def chest_xray(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_chest_xray(tmp_path_factory.mktemp("xray"), size=48)
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`CNNQ_CACHE_MEMORY=0`: folder sets are decoded by DataLoader workers every epoch, never cached."""
+    from cnnq.settings import reload_settings
+
+    monkeypatch.setenv("CNNQ_CACHE_MEMORY", "0")
+    reload_settings()
+    yield
+    monkeypatch.delenv("CNNQ_CACHE_MEMORY")
+    reload_settings()

@@ -125,7 +125,7 @@ def test_rgb_files_can_be_read_as_one_channel(split_tree: Path) -> None:
     assert next(bundle.val.batches(None))[0].shape[1:] == (1, 20, 20)
 
 
-def test_dataloader_workers_decode_the_files(chest_xray: Path) -> None:
+def test_dataloader_workers_decode_the_files(chest_xray: Path, streamed: None) -> None:
     before = {p.pid for p in multiprocessing.active_children()}
     bundle = load_dataset(DataRequest("xray", chest_xray, image_size=32, num_workers=2, batch_size=16), CPU)
     with_workers = [y for _, y in bundle.train.batches(0)]
@@ -137,7 +137,7 @@ def test_dataloader_workers_decode_the_files(chest_xray: Path) -> None:
     del bundle
 
 
-def test_a_file_broken_after_indexing_is_left_out_of_its_batch(tmp_path: Path) -> None:
+def test_a_file_broken_after_indexing_is_left_out_of_its_batch(tmp_path: Path, streamed: None) -> None:
     tree = make_image_folder(tmp_path / "tree", per_class=6, size=16)
     bundle = load_dataset(DataRequest("folder", tree, image_size=16, num_workers=0, batch_size=64), CPU)
     victim = _files(bundle.train)[0]
@@ -170,7 +170,9 @@ def _load_in_child(chest: str, results: multiprocessing.Queue) -> None:  # type:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("daemon", [False, True])
-def test_jobs_in_spawned_processes_load_folder_sets(chest_xray: Path, daemon: bool) -> None:
+def test_jobs_in_spawned_processes_load_folder_sets(
+    chest_xray: Path, daemon: bool, streamed: None
+) -> None:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     child = context.Process(target=_load_in_child, args=(str(chest_xray), results), daemon=daemon)

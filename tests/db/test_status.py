@@ -3,14 +3,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import create_job, is_lost, lost_jobs, request_cancel, transition, update_job
-from cnnq.db.migrate import current_revision, upgrade_database
+from cnnq.db.migrate import current_revision, head_revision, upgrade_database
 from cnnq.db.records import insert_predictions, metric_history, record_metrics, scored_inputs
 from cnnq.db.session import session_scope
 from cnnq.db.status import IllegalTransition, JobStatus
-from cnnq.db.tables import utcnow
+from cnnq.db.tables import Prediction, utcnow
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def db(database_url: str) -> str:
 
 
 def test_migrations_reach_head(db: str) -> None:
-    assert current_revision(db) == "0002"
+    assert current_revision(db) == head_revision()
 
 
 def test_status_moves_forward_only(db: str) -> None:
@@ -66,9 +67,14 @@ def test_predictions_never_duplicate(db: str) -> None:
     with session_scope(db) as s:
         job_id = create_job(s, kind="infer", spec={}, queue="cpu").id
         rows = [{"input": f"/x/{i}.png", "label": "A", "score": 0.1} for i in range(1500)]
-        assert insert_predictions(s, job_id, job_id, rows) == 1500
-        assert insert_predictions(s, job_id, job_id, [*rows[:10], {"input": "/y.png", "error": "empty"}]) == 1
+        insert_predictions(s, job_id, job_id, rows)
+        assert len(scored_inputs(s, job_id)) == 1500
+        insert_predictions(
+            s, job_id, job_id, [{**rows[0], "label": "B"}, {"input": "/y.png", "error": "empty"}]
+        )
         assert len(scored_inputs(s, job_id)) == 1501
+        labels = s.scalars(select(Prediction.label).where(Prediction.input == "/x/0.png")).all()
+        assert labels == ["A"], "an input already scored keeps its first row"
 
 
 def test_stale_heartbeat_is_lost(db: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -211,17 +212,36 @@ def test_threshold_option_overrides_the_stored_one(model_file: Path, archive: Pa
     assert {row.label for row in reporter.rows.values()} == {"PNEUMONIA"}
 
 
+@dataclass
+class _StopsAfter(RecordingReporter):
+    """A delivery that dies (here: is cancelled) after a number of batches."""
+
+    batches: int = 0
+
+    def check_stop(self) -> None:
+        self.batches -= 1
+        if self.batches < 0:
+            raise JobCancelled("the worker died")
+
+
 def test_csv_output_has_every_input_once_even_after_a_second_delivery(
-    model_file: Path, archive: Path, tmp_path: Path
+    model_file: Path, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import cnnq.jobs.infer
+
+    monkeypatch.setattr(cnnq.jobs.infer, "WRITE_SECONDS", 0.0)  # every batch's rows reach the reporter
     out = tmp_path / "out" / "predictions.csv"
     inputs = list_inputs(str(archive))
     workdir = tmp_path / "work"
-    first = RecordingReporter()
-    infer_job(_spec(model_file, str(archive), paths=inputs[:10], num_workers=0), workdir, first)
-    # Delivered again, reporting the first ten as done: the export still lists every input.
+    spec = _spec(model_file, str(archive), output=out, num_workers=0, batch_size=4)
+    first = _StopsAfter(batches=2)
+    with pytest.raises(JobCancelled):
+        infer_job(spec, workdir, first)
+    assert 0 < len(first.rows) < len(inputs)
+    # Delivered again, reporting what the first delivery wrote as done: the export lists every input.
     second = RecordingReporter(rows=dict(first.rows))
-    summary = infer_job(_spec(model_file, str(archive), output=out, num_workers=0), workdir, second)
+    summary = infer_job(spec, workdir, second)
+    assert summary["already_done"] == len(first.rows)
 
     with out.open(newline="") as file:
         records = list(csv.DictReader(file))
@@ -271,3 +291,12 @@ def test_decision_rules() -> None:
     three = Decision.for_model(_loaded(["a", "b", "c"], 0.9, None), 0.1)
     rows = three.rows(["x"], np.array([[0.2, 0.5, 0.3]], dtype=np.float32))
     assert (rows[0].label, rows[0].score, three.threshold) == ("b", pytest.approx(0.5), None)
+
+
+def test_decoding_uses_no_more_processes_than_the_jobs_share_of_cores_allows() -> None:
+    from cnnq.jobs.infer import decoders
+
+    assert decoders(2, threads=1) == 0  # a one-core share decodes in the job process itself
+    assert decoders(2, threads=2) == 1
+    assert decoders(2, threads=8) == 2
+    assert decoders(0, threads=8) == 0

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -312,3 +313,77 @@ def test_bf16_runs_where_the_cpu_computes_it_and_falls_back_with_a_log_line_else
         assert " in fp32" in where and any("running fp32" in line for line in reporter.lines)
     loss = reporter.history()[0]["train_loss"]
     assert 0.0 < loss < 10.0
+
+
+def _gray_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 12) -> Path:
+    """`train/<class>/` and `test/<class>/` of grayscale PNGs: a bright band whose row is the class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("test", per_class // 3)):
+        for label in range(classes):
+            folder = root / split / f"c{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)
+                pixels[label * 3 : label * 3 + 3] = 220
+                Image.fromarray(pixels, "L").save(folder / f"{index:03d}.png")
+    return root
+
+
+def test_a_folder_with_defaults_trains_at_its_own_shape_augmented_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No size or channels given: the job reads them from the images, says so, records them, holds the
+    set in memory, augments whole batches, and a run stopped mid-epoch ends as one never stopped."""
+    monkeypatch.setenv("CNNQ_CANCEL_POLL_SECONDS", "0")
+    reload_settings()
+    spec = TrainSpec(
+        model="mnist-cnn",
+        dataset="folder",
+        data_root=_gray_folder(tmp_path / "digits"),
+        epochs=3,
+        batch_size=8,
+        num_workers=0,
+        augment="rotation=10,shift=0.1,zoom=0.1,flip",
+    )
+    whole = RecordingReporter()
+    summary = train_job(spec, tmp_path / "whole", whole)
+    assert summary["data"]["input"] == "1x12x12" and summary["data"]["held"] == "memory"
+    assert any(line.startswith("channels: 1, from the data") for line in whole.lines)
+    assert any(line.startswith("image size: 12x12, from the data") for line in whole.lines)
+    assert any("weights for 1x12x12 inputs" in line for line in whole.lines)
+    assert load_model_file(tmp_path / "whole" / "best.pt").image_size == 12
+
+    stopper = StopAtCheck(at=8)  # 4 batches, a validation batch and the epoch's end make 6 per epoch
+    with pytest.raises(JobInterrupted):
+        train_job(spec, tmp_path / "split", stopper)
+    saved = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert (saved["epoch"], saved["batches_done"]) == (1, 2)
+    resumed = RecordingReporter()
+    train_job(spec, tmp_path / "split", resumed)
+    monkeypatch.delenv("CNNQ_CANCEL_POLL_SECONDS")
+    reload_settings()
+
+    timing = {"images_per_second", "epoch_seconds"}
+    strip = [{k: v for k, v in row.items() if k not in timing} for row in whole.history()]
+    expected = [{k: pytest.approx(v, rel=1e-6) for k, v in row.items()} for row in strip[1:]]
+    assert [{k: v for k, v in row.items() if k not in timing} for row in resumed.history()] == expected
+    final_whole = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    final_split = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert all(torch.equal(final_whole[name], final_split[name]) for name in final_whole)
+
+
+def test_a_checkpoint_resumes_after_an_upgrade_adds_an_option_not_under_another_spec(tmp_path: Path) -> None:
+    from cnnq.jobs.train import spec_fingerprint, written_by
+
+    spec = TrainSpec(model="lenet", dataset="mnist", data_root=tmp_path, epochs=2, lr=0.01)
+
+    class Upgraded(TrainSpec):  # a later cnnq with one more option, left at its default
+        new_option: int = 3
+
+    upgraded = Upgraded(model="lenet", dataset="mnist", data_root=tmp_path, epochs=2, lr=0.01)
+    assert written_by(spec_fingerprint(spec), upgraded)
+    assert written_by(spec.model_dump_json(), spec), "a checkpoint in the earlier form still resumes"
+    assert not written_by(spec_fingerprint(spec), spec.model_copy(update={"lr": 0.02}))
+    assert not written_by(None, spec)

@@ -7,8 +7,8 @@ import pytest
 from torch import nn
 from torchvision.models import get_model_weights
 
+from cnnq.models.catalog import TORCHVISION_MODELS
 from cnnq.models.describe import describe_model, layer_rows
-from cnnq.models.torchvision_zoo import TORCHVISION_MODELS
 
 
 def test_a_small_net_matches_the_hand_computation() -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnq.cli.models import _recipes_text
 from cnnq.cli.spec_options import build_spec
 from cnnq.data.augment import parse_augment
 from cnnq.jobs.spec import TrainSpec, parse_spec
 from cnnq.jobs.train import make_optimizer
-from cnnq.models.recipes import MODEL_RECIPES
+from cnnq.models.recipes import RECIPES
 from tests.sample_data import make_mnist
 
 
@@ -62,9 +63,25 @@ def test_weight_decay_defaults_per_optimizer(
     assert built.param_groups[0]["weight_decay"] == expected
 
 
-def test_models_json_shows_each_recipe(cli) -> None:  # type: ignore[no-untyped-def]
+def test_a_recipe_is_for_its_data_and_a_folder_gets_no_augmentation_unasked(tmp_path: Path) -> None:
+    def spec(dataset: str, **given: object) -> TrainSpec:
+        options = {"model": "mnist-cnn", "dataset": dataset, "data_root": tmp_path}
+        return TrainSpec.model_validate(options | given)
+
+    assert (spec("mnist").optimizer, spec("mnist").augment) == ("adam", "rotation=10,shift=0.1")
+    for dataset in ("folder", "xray", "cifar10"):
+        assert (spec(dataset).optimizer, spec(dataset).augment) == ("adam", None)  # Adam: its dropout
+    assert spec("folder", augment="rotation=10").augment == "rotation=10"
+
+
+def test_models_json_shows_each_models_recipe_per_dataset(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("models", "--json")
     assert result.code == 0, result.stderr
-    recipes = {m["name"]: m["recipe"] for m in json.loads(result.stdout)}
-    assert recipes["mnist-cnn"] == MODEL_RECIPES["mnist-cnn"]
-    assert recipes["lenet"] == {}
+    recipes = {m["name"]: m["recipes"] for m in json.loads(result.stdout)}
+    assert recipes["mnist-cnn"]["mnist"] == RECIPES["mnist-cnn", "mnist"]
+    assert recipes["mnist-cnn"]["folder"] == {"optimizer": "adam"}
+    assert recipes["lenet"] == {"mnist": {}, "cifar10": {}, "folder": {}, "xray": {}}
+    assert _recipes_text(recipes["mnist-cnn"]) == (
+        "mnist: --optimizer adam --augment rotation=10,shift=0.1; cifar10, folder, xray: --optimizer adam"
+    )
+    assert _recipes_text(recipes["lenet"]) == "base"

@@ -9,8 +9,9 @@ from torch import nn
 
 from cnnq.errors import UserError
 from cnnq.models import classic
+from cnnq.models.catalog import TORCHVISION_MODELS
 from cnnq.models.registry import build_model, check_model, head_of, last_conv_layer, model_info, model_names
-from cnnq.models.torchvision_zoo import TORCHVISION_MODELS, build_torchvision_model
+from cnnq.models.torchvision_zoo import build_torchvision_model
 
 CLASSIC = ["simple-cnn", "cifar-cnn", "mnist-cnn", "lenet"]
 

@@ -138,7 +138,7 @@ def test_a_sigkilled_worker_leaves_a_job_another_worker_finishes_from_its_checkp
     assert any(line.startswith("resuming from") for line in lines), lines
 
 
-def test_a_worker_runs_each_job_in_its_standby_process_and_replaces_a_dead_one(  # type: ignore[no-untyped-def]
+def test_a_worker_keeps_its_job_process_for_the_next_job_and_replaces_a_dead_one(  # type: ignore[no-untyped-def]
     queue_env, start_workers, mnist_root: Path
 ) -> None:
     worker = start_workers("--cpu")
@@ -148,6 +148,11 @@ def test_a_worker_runs_each_job_in_its_standby_process_and_replaces_a_dead_one( 
         """Live job processes (multiprocessing's resource tracker is a child of the worker too)."""
         return [pid for pid in children_of_pid(celery_pid) if alive(pid) and b"spawn_main" in cmdline(pid)]
 
+    def process_of(job_id: str) -> int:
+        with session_scope() as s:
+            [line] = [entry.line for entry in log_lines(s, job_id) if entry.line.startswith("started on")]
+        return int(line.rsplit("process ", 1)[1].rstrip(")"))
+
     wait_until(lambda: len(standby()) == 1, 60, "the standby job process")
     [first] = standby()
     os.kill(first, signal.SIGKILL)  # a standby that died idle: the next job gets a fresh process
@@ -155,11 +160,12 @@ def test_a_worker_runs_each_job_in_its_standby_process_and_replaces_a_dead_one( 
     job = submit_job(mnist_spec(mnist_root, epochs=1), Placement())
     wait_until(lambda: finished(job), 180, "the job after the standby died")
     assert job_of(job).status == JobStatus.SUCCEEDED
+    second = process_of(job)
+    assert second != first
+    wait_until(lambda: standby() == [second], 30, "the job's process, kept for the next job")
 
-    wait_until(lambda: len(standby()) == 1, 60, "a new standby after the job")
-    [second] = standby()
     job = submit_job(mnist_spec(mnist_root, epochs=1), Placement())
-    wait_until(lambda: finished(job), 180, "the job in the standby")
+    wait_until(lambda: finished(job), 180, "the job in the kept process")
     assert job_of(job).status == JobStatus.SUCCEEDED
-    wait_until(lambda: second not in standby(), 10, "the standby that ran the job to exit")
-    wait_until(lambda: len(standby()) == 1, 60, "the next standby")
+    assert process_of(job) == second
+    assert standby() == [second]

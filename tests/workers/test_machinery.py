@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_a_job_that_raises_fails_with_its_error(queue_env: dict[str, str]) -> No
     assert len((job.error_traceback or "").splitlines()) <= 20
     with session_scope() as s:
         lines = [line.line for line in log_lines(s, job_id)]
-    assert lines[0] == "started on w1 (attempt 1)" and lines[-1].startswith("failed")
+    assert lines[0] == f"started on w1 (attempt 1, process {os.getpid()})" and lines[-1].startswith("failed")
 
 
 def test_a_lost_job_is_given_up_after_max_attempts(queue_env: dict[str, str]) -> None:

@@ -1,44 +1,59 @@
-"""Bulk scoring: a bulk inference job's shards, its score distribution, top and flagged inputs."""
+"""Bulk scoring: a bulk inference job's shards and counts, its score distribution, and a review queue of
+its inputs (filtered by label, score range or flag, paged in SQL), with the results as `cnnq results`
+writes them."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import pandas as pd
 import streamlit as st
 
 from cnnq.dashboard import charts
-from cnnq.dashboard.queries import (
-    bulk_decision,
-    bulk_jobs,
-    predictions_frame,
-    results_csv,
-    shards_frame,
-)
+from cnnq.dashboard.model_cache import gradcam_overlay, model_of_job
+from cnnq.dashboard.queries import bulk_decision, bulk_jobs, shards_frame
 from cnnq.dashboard.refresh import refresh_interval
+from cnnq.dashboard.review import (
+    ReviewFilter,
+    bulk_counts,
+    results_csv,
+    review_count,
+    review_page,
+    score_bins,
+)
 from cnnq.dashboard.thumbnails import thumbnail_url
+from cnnq.data.decode import ImageDecodeError, load_image
 from cnnq.db.jobs import JobNotFound, find_job
-from cnnq.db.records import prediction_counts
+from cnnq.db.results import prediction_scope
 from cnnq.db.session import session_scope
+from cnnq.errors import UserError
 
-TOP_ROWS = 20
+PAGE_SIZES = (20, 50, 100)
+SHOWN = {"scored": "Scored", "flagged": "Flagged", "all": "All"}
 
 st.title("Bulk scoring")
 
 with session_scope() as session:
     choices = [job.id for job in bulk_jobs(session)]
+    requested = st.query_params.get("job")
+    if requested and requested not in choices:  # an older job than the list holds, opened by its link
+        try:
+            choices.insert(0, find_job(session, requested).id)
+        except JobNotFound as missing:
+            st.error(str(missing))
 if not choices:
     st.info("No inference jobs yet. Score a folder with `cnnq submit infer --model-from JOB --input DIR`.")
     st.stop()
 
-requested = st.query_params.get("job")
 index = choices.index(requested) if requested in choices else 0
 job_id = st.selectbox("Inference job", choices, index=index, key="bulk_job")
 st.query_params["job"] = job_id
 
-try:
-    with session_scope() as session:
-        initially_live = not find_job(session, job_id).status.finished
-except JobNotFound as missing:
-    st.error(str(missing))
-    st.stop()
+with session_scope() as session:
+    selected_job = find_job(session, job_id)
+    initially_live = not selected_job.status.finished
+    model_from = selected_job.spec.get("model_from")
 
 
 @st.fragment(run_every=refresh_interval(initially_live))
@@ -46,13 +61,17 @@ def bulk_view() -> None:
     with session_scope() as session:
         job = find_job(session, job_id)
         shards = shards_frame(session, job)
-        predictions = predictions_frame(session, job.id)
         threshold, positive_class = bulk_decision(session, job)
-        counts = prediction_counts(session, job.id, positive_class)
+        counts = bulk_counts(session, job.id, positive_class)
+        bins = score_bins(session, job.id)
+        labels = prediction_scope(session, job).classes
         status = job.status
     if status.finished == initially_live:
         st.rerun()
-    st.markdown(f"[{job_id}](job?job={job_id}) · **{status}** · {len(shards)} shard(s)")
+    facts = [f"[{job_id}](job?job={job_id})", f"**{status}**", f"{len(shards)} shard(s)"]
+    if model_from:  # the training job whose model scored it
+        facts.append(f"model of [{model_from}](job?job={model_from})")
+    st.markdown(" · ".join(facts))
 
     cards = st.columns(4)
     cards[0].metric("inputs", counts["inputs"])
@@ -62,55 +81,110 @@ def bulk_view() -> None:
 
     left, right = st.columns(2)
     left.plotly_chart(charts.shard_progress_figure(shards), key="shard_chart")
-    scores = predictions["score"].dropna()
-    if not scores.empty:
-        right.plotly_chart(charts.score_histogram(scores, threshold, positive_class), key="score_histogram")
+    if counts["scored"]:
+        right.plotly_chart(charts.score_histogram(bins, threshold, positive_class), key="score_histogram")
 
-    scored = predictions[predictions["error"].isna()].head(TOP_ROWS).copy()
-    flagged = predictions[predictions["error"].notna()].head(TOP_ROWS).copy()
-    image = st.column_config.ImageColumn("image", width="small")
-    score = st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.3f")
-    st.subheader(f"Top {len(scored)} scores")
-    if scored.empty:
-        st.caption("Nothing scored yet.")
-    else:
-        scored.insert(0, "image", scored["input"].map(thumbnail_url))
-        st.dataframe(
-            scored[["image", "input", "label", "score", "shard"]],
-            hide_index=True,
-            width="stretch",
-            row_height=64,
-            column_config={"image": image, "score": score},
-            key="top_table",
-        )
-    st.subheader(f"Flagged inputs ({counts['flagged']})")
-    if flagged.empty:
-        st.caption("None: every input was read and scored.")
-    else:
-        flagged.insert(0, "image", flagged["input"].map(thumbnail_url))
-        st.dataframe(
-            flagged[["image", "input", "error", "shard"]],
-            hide_index=True,
-            width="stretch",
-            column_config={"image": image},
-            key="flagged_table",
-        )
+    review_queue(labels, counts)
+
     st.subheader("Shards")
     st.dataframe(
-        shards,
+        shards.assign(shard="job?job=" + shards["shard"]),
         hide_index=True,
         width="stretch",
-        column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0)},
+        column_config={
+            "shard": st.column_config.LinkColumn("shard", display_text=r"job=(.*)$"),
+            "progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
+        },
         key="shards_table",
     )
     st.download_button(
-        "Download results (CSV)",
-        results_csv(predictions),
+        "Download results (CSV, as `cnnq results` writes them)",
+        lambda: results_csv(job_id),
         file_name=f"{job_id}.csv",
         mime="text/csv",
         icon=":material/download:",
         key="download",
     )
+
+
+def review_queue(labels: list[str], counts: dict[str, int]) -> None:
+    st.subheader("Review queue")
+    controls = st.columns([2, 3, 3, 2], vertical_alignment="bottom")
+    shown = controls[0].radio("Show", list(SHOWN), format_func=SHOWN.get, horizontal=True, key="review_shown")
+    chosen_labels = controls[1].multiselect("Label", labels, key="review_labels")
+    low, high = controls[2].slider("Score", 0.0, 1.0, (0.0, 1.0), step=0.01, key="review_scores")
+    order = controls[3].selectbox("Order", ["highest score first", "lowest score first"], key="review_order")
+    review = ReviewFilter(
+        shown=shown or "scored", labels=tuple(chosen_labels), score_min=float(low), score_max=float(high)
+    )
+    with session_scope() as session:
+        total = review_count(session, job_id, review, counts)
+    paging = st.columns([1, 1, 4], vertical_alignment="bottom")
+    page_size = paging[1].selectbox("Rows per page", PAGE_SIZES, key="review_page_size")
+    pages = max(1, math.ceil(total / page_size))
+    page = min(int(paging[0].number_input("Page", min_value=1, value=1, step=1, key="review_page")), pages)
+    paging[2].caption(f"{total:,} inputs match · page {page} of {pages:,}")
+    with session_scope() as session:
+        rows = review_page(
+            session,
+            job_id,
+            review,
+            page=page,
+            page_size=page_size,
+            highest_first=order.startswith("highest"),
+        )
+    if rows.empty:
+        st.caption("No input matches.")
+        return
+    rows.insert(0, "image", rows["input"].map(thumbnail_url))
+    rows["shard"] = "job?job=" + rows["shard"]
+    event = st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        row_height=64,
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "score": st.column_config.ProgressColumn("score", min_value=0.0, max_value=1.0, format="%.3f"),
+            "shard": st.column_config.LinkColumn("shard", display_text=r"job=(.*)$"),
+        },
+        key="review_table",
+        placeholder="",  # an empty cell, not "None"
+    )
+    if event.selection.rows:
+        show_review_image(rows.iloc[event.selection.rows[0]])
+    else:
+        st.caption("Select a row to see its image with the model's Grad-CAM.")
+
+
+def show_review_image(row: pd.Series) -> None:
+    """One input, large, with the Grad-CAM of the model that scored it."""
+    st.markdown(f"**{row['input']}** · label **{row['label'] or '–'}** · score **{_score(row['score'])}**")
+    try:
+        image = load_image(Path(row["input"]))
+    except ImageDecodeError as error:
+        st.warning(f"{row['input']} cannot be shown: {error.reason}")
+        return
+    left, right = st.columns(2)
+    left.image(image, caption=f"{Path(row['input']).name} ({image.width}×{image.height})", width=420)
+    if not model_from:
+        return
+    try:
+        label, heatmap = gradcam_overlay(model_of_job(model_from), image, Path(row["input"]).name)
+    except UserError as error:
+        right.warning(str(error))
+        return
+    right.image(
+        heatmap,
+        caption=f"Grad-CAM for {label} (blue: little weight → red: most weight)",
+        width=420,
+    )
+
+
+def _score(value: float | None) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
 bulk_view()

@@ -36,7 +36,16 @@ def workers_view() -> None:
             column_config={
                 "last heartbeat": st.column_config.DatetimeColumn(
                     "last heartbeat", format="YYYY-MM-DD HH:mm:ss"
-                )
+                ),
+                "GPU memory (MiB)": st.column_config.NumberColumn(
+                    "GPU memory (MiB)", help="Total memory of the worker's GPU, as it registered."
+                ),
+                "host RAM (MiB)": st.column_config.NumberColumn(
+                    "host RAM (MiB)", help="Total memory of the worker's host (not what the worker uses)."
+                ),
+                "current job": st.column_config.TextColumn(
+                    "current job", help="The job it is running now, if any."
+                ),
             },
         )
     st.subheader("Queues")

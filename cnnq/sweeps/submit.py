@@ -1,0 +1,59 @@
+"""Recording a sweep: its Optuna study, its job row, and its first trials, queued.
+
+The study comes first, then the sweep's job (RUNNING from the start, with no heartbeat: it never runs
+itself, so no reaper judges it, and no worker is sent it), then the first trials. A `cnnq sweep` that dies
+after the job row leaves a sweep with room and no trial waiting: the heartbeat sweep's top-up asks for its
+trials (`cnnq.sweeps.trials`).
+"""
+
+from __future__ import annotations
+
+from cnnq.db.jobs import create_job, new_job_id, transition
+from cnnq.db.outage import is_outage
+from cnnq.db.session import session_scope
+from cnnq.db.status import JobStatus
+from cnnq.db.tables import Sweep
+from cnnq.errors import ServiceUnavailable
+from cnnq.lifecycle.broker import broker_problem
+from cnnq.lifecycle.queues import queue_for
+from cnnq.lifecycle.submit import database_unavailable
+from cnnq.sweeps.spec import SWEEP_KIND, SweepSpec
+from cnnq.sweeps.trials import advance_sweep
+
+
+def submit_sweep(spec: SweepSpec, queue: str | None = None, priority: int = 0) -> str:
+    """Record sweep `spec` and queue its first trials (up to `--parallel`); returns the sweep's job id."""
+    from cnnq.sweeps.study import create_study
+
+    queue = queue_for(str(spec.train.get("device", "auto")), queue)
+    problem = broker_problem()
+    if problem is not None:
+        raise ServiceUnavailable(
+            f"{problem}; nothing was queued. Start one with `cnnq up` or set CNNQ_BROKER_URL"
+        )
+    sweep_id = new_job_id(SWEEP_KIND)
+    try:
+        create_study(sweep_id, spec)
+        with session_scope() as session:
+            create_job(
+                session,
+                kind=SWEEP_KIND,
+                spec=spec.model_dump(mode="json"),
+                queue=queue,
+                priority=priority,
+                job_id=sweep_id,
+            )
+            transition(
+                session,
+                sweep_id,
+                JobStatus.RUNNING,
+                heartbeat_at=None,
+                message=f"0 of {spec.trials} trials ended",
+            )
+            session.add(Sweep(job_id=sweep_id))
+    except Exception as error:
+        if is_outage(error):
+            raise database_unavailable(error) from None
+        raise
+    advance_sweep(sweep_id)
+    return sweep_id
