@@ -160,12 +160,13 @@ def test_a_cancelled_sweep_leaves_no_trial_queued_or_running(  # type: ignore[no
     queue_env, start_workers, cli, mnist_root: Path
 ) -> None:
     start_workers("--cpu", "--concurrency", "2", expect=2)
-    sweep_id = start_sweep(cli, *sweep_args(mnist_root, 1000, "--prune", "none"))
-    wait_until(
-        lambda: sum(s == "SUCCEEDED" for s in (r["status"] for r in trial_rows(sweep_id).values())) >= 1,
-        180,
-        "a trial to end",
-    )
+    sweep_id = start_sweep(cli, *sweep_args(mnist_root, 3000, "--prune", "none"))
+
+    def one_ended_and_one_running() -> bool:  # so that the cancel finds a trial to stop
+        statuses = [row["status"] for row in trial_rows(sweep_id).values()]
+        return "SUCCEEDED" in statuses and "RUNNING" in statuses
+
+    wait_until(one_ended_and_one_running, 180, "a trial to end while another runs")
     assert cli("cancel", sweep_id).code == 0
     wait_until(lambda: finished(sweep_id), 60, "the sweep to stop")
     assert job_of(sweep_id).status == JobStatus.CANCELLED
