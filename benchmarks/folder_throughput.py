@@ -28,6 +28,7 @@ alternates with each pair.
 
     nice -n 5 .venv/bin/python benchmarks/folder_throughput.py --epochs 3
     .venv/bin/python benchmarks/folder_throughput.py --folders mnist-png --streamed   # add cnnq streamed rows
+    .venv/bin/python benchmarks/folder_throughput.py --holdout   # plain trains on cnnq's 90% too
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
+from cnnq.data.splits import stratified_split
 from cnnq.data.tensor_sets import read_mnist
 from cnnq.jobs.device import configure_threads
 from cnnq.jobs.reporter import RecordingReporter
@@ -120,7 +122,11 @@ def write_folder(spec: FolderSpec, where: Path) -> Path:
 # ------------------------------------------------------------------------------------------- the runs
 
 
-def plain_run(spec: FolderSpec, root: Path, *, epochs: int, augment: bool, seed: int = 0) -> Outcome:
+def plain_run(
+    spec: FolderSpec, root: Path, *, epochs: int, augment: bool, seed: int = 0, holdout: bool = False
+) -> Outcome:
+    """The hand-written loop; `holdout`: trained on the 90% of train/ that cnnq trains on (the same
+    seeded, stratified carve), to tell the cost of cnnq's validation set from that of its recipe."""
     started = time.perf_counter()
     torch.manual_seed(seed)
     steps: list[object] = [transforms.Grayscale(1)] if spec.channels == 1 else []
@@ -130,8 +136,12 @@ def plain_run(spec: FolderSpec, root: Path, *, epochs: int, augment: bool, seed:
     test_steps = [s for s in steps if not isinstance(s, transforms.RandomAffine)]
     train_set = datasets.ImageFolder(str(root / "train"), transform=transforms.Compose(steps))
     test_set = datasets.ImageFolder(str(root / "test"), transform=transforms.Compose(test_steps))
+    trained_on: Dataset = train_set
+    if holdout:
+        kept, _ = stratified_split(train_set.targets, TrainSpec.model_fields["val_split"].default, seed)
+        trained_on = Subset(train_set, kept.tolist())
     train_loader = DataLoader(
-        train_set, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True
+        trained_on, batch_size=BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True
     )
     model = build_model("mnist-cnn", in_channels=spec.channels, image_size=spec.size, num_classes=10)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -201,6 +211,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cnnq-folder-bench")
     parser.add_argument("--streamed", action="store_true", help="Also run cnnq with CNNQ_CACHE_MEMORY=0.")
     parser.add_argument(
+        "--holdout", action="store_true", help="The plain loop trains on the 90%% of train/ cnnq trains on."
+    )
+    parser.add_argument(
         "--rgb-images", type=int, nargs=2, metavar=("TRAIN", "TEST"), help="rgb64's size (default 3000 500)."
     )
     args = parser.parse_args()
@@ -213,6 +226,7 @@ def main() -> None:
     table = Table(
         title=f"Custom folders, mnist-cnn, {args.epochs} epochs, batch {BATCH}, {WORKERS} DataLoader "
         f"workers, {threads} torch threads, {args.repeats} pair(s) per row"
+        + (", plain on cnnq's 90% of train/" if args.holdout else "")
     )
     for column in (
         "folder",
@@ -288,7 +302,9 @@ def run_pairs(
     for seed in range(args.repeats):
         for side in ("plain", "cnnq") if seed % 2 == 0 else ("cnnq", "plain"):
             if side == "plain":
-                outcome = plain_run(spec, root, epochs=args.epochs, augment=augment, seed=seed)
+                outcome = plain_run(
+                    spec, root, epochs=args.epochs, augment=augment, seed=seed, holdout=args.holdout
+                )
                 row.plains.append(outcome)
             else:
                 outcome = cnnq_run(root, epochs=args.epochs, augment=augment, streamed=streamed, seed=seed)
