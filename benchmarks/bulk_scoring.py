@@ -108,7 +108,7 @@ def plain_loop(paths: list[str], model_file: Path) -> float:
 
     torch.set_num_threads(os.cpu_count() or 1)
     loaded = load_model_file(model_file)
-    size, mean, std = loaded.image_size, loaded.mean[0], loaded.std[0]
+    size, mean, std = loaded.info.image_size, loaded.info.mean[0], loaded.info.std[0]
     model = loaded.model.eval()
     started = time.perf_counter()
     with torch.no_grad():
@@ -266,7 +266,7 @@ def bulk_rate(folder: Path, count: int, model_file: Path, engine: str, shard_siz
 
     spec = InferSpec(
         model_from=str(model_file),
-        checkpoint=model_file,
+        model_file=model_file,
         input=str(folder),
         engine=engine,  # type: ignore[arg-type]
         shard_size=shard_size,
@@ -300,7 +300,7 @@ def bulk_rate(folder: Path, count: int, model_file: Path, engine: str, shard_siz
         checked = [r["max_difference"] for r in int8 if r["max_difference"] is not None]
         note = (
             f"int8 scored {sum(r['int8_scored'] for r in int8)}, fp32 {sum(r['fp32_scored'] for r in int8)} "
-            f"(sample and {rescored} near the boundary); largest difference on the check "
+            f"({rescored} near the boundary); the int8 model's measure (largest difference from fp32) "
             f"{max(checked, default=float('nan')):.4f}"
         )
     rate = Rate(
@@ -444,7 +444,7 @@ def plain_batched_loop(folder: Path, model_file: Path) -> float:
     torch.set_num_threads(PLAIN_THREADS)
     loaded = load_model_file(model_file)
     model = loaded.model.eval()
-    mean, std = loaded.mean[0], loaded.std[0]
+    mean, std = loaded.info.mean[0], loaded.info.std[0]
     started = time.perf_counter()
     paths = sorted(str(p) for p in folder.rglob("*.png"))
     with torch.inference_mode():
@@ -514,7 +514,7 @@ def cnnq_submit_to_succeeded(folder: Path, count: int, model_file: Path) -> Bulk
             if job.status.finished:
                 seconds = time.perf_counter() - started
                 children = children_of(s, job_id)
-                shards = [len(child.spec.get("paths") or ()) for child in children]
+                shards = [len(child.spec.get("inputs") or ()) for child in children]
                 timeline = [
                     f"{index}: {_since(job, child.claimed_at)}-{_since(job, child.finished_at)}"
                     for index, child in enumerate(children, start=1)

@@ -211,7 +211,7 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
             {
                 "kind": "eval",
                 "model_from": source,
-                "checkpoint": f"/artifacts/{source}/best.pt",
+                "model_file": f"/artifacts/{source}/best.pt",
                 "split": "test",
             },
             JobStatus.SUCCEEDED,
@@ -237,7 +237,7 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
     for _ in range(cancelled):
         job(
             "eval",
-            {"kind": "eval", "model_from": train_ids[0], "checkpoint": "/gone.pt"},
+            {"kind": "eval", "model_from": train_ids[0], "model_file": "/gone.pt"},
             JobStatus.CANCELLED,
         )
     bulk_ids = []
@@ -246,7 +246,7 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
         spec = {
             "kind": "infer",
             "model_from": source,
-            "checkpoint": f"/artifacts/{source}/best.pt",
+            "model_file": f"/artifacts/{source}/best.pt",
             "input": "/data/scans",
         }
         bulk_id = job("infer", spec, JobStatus.SUCCEEDED)
@@ -254,7 +254,7 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
         for _ in range(shards_each):
             job(
                 "infer",
-                {**spec, "paths": []},
+                {**spec, "inputs": []},
                 JobStatus.SUCCEEDED,
                 parent_id=bulk_id,
                 result={"positive_class": "PNEUMONIA", "threshold": 0.5, "classes": ["NORMAL", "PNEUMONIA"]},

@@ -191,7 +191,7 @@ def _json_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 def _labels(text: str) -> dict[str, tuple[str, float]]:
     rows = csv.DictReader(io.StringIO(text))
-    return {Path(r["path"]).name: (r["label"], float(r["probability"] or "nan")) for r in rows}
+    return {Path(r["input"]).name: (r["label"], float(r["score"] or "nan")) for r in rows}
 
 
 def stage_stack(check: Check) -> None:

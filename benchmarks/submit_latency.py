@@ -394,9 +394,9 @@ def main() -> None:
         model_file, image = make_inputs(directory)
         spec = InferSpec(
             model_from="benchmark",
-            checkpoint=model_file,
+            model_file=model_file,
             input=str(image),
-            paths=[str(image)],
+            inputs=[str(image)],
             engine="eager",
             device="cpu",
             num_workers=0,

@@ -17,7 +17,8 @@ class ServiceUnavailable(Exception):
 def validation_message(error: ValidationError) -> str:
     """The first problem of a pydantic error as one line that names the option."""
     first = error.errors()[0]
-    loc = [str(p) for p in first["loc"] if p != "spec" and not str(p).startswith("function-")]
+    # Not the wrappers pydantic adds to a location: `spec`, validators, a union's member (`literal[...]`).
+    loc = [str(p) for p in first["loc"] if p != "spec" and not any(c in str(p) for c in "-[")]
     option = f"--{loc[-1].replace('_', '-')}" if loc else "the job spec"
     message = str(first["msg"]).removeprefix("Value error, ")
     return f"{option}: {message}"

@@ -27,7 +27,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "db": ("db",),
     "workers": ("worker", "workers"),
     "stack": ("up", "down", "doctor"),
-    "results": ("results", "explain"),
+    "results": ("results",),
+    "explain": ("explain",),
     "dashboard": ("dashboard",),
 }
 """Each module of `cnnq.cli` and the commands its `register` adds, in the order `--help` lists them."""
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if not _database_went_away(error):
             raise
-        from cnnq.lifecycle.submit import database_unavailable
+        from cnnq.db.outage import database_unavailable
 
         _refuse(str(database_unavailable(error, consequence="")).replace("[", r"\["))
         return 1

@@ -68,7 +68,7 @@ def _job(session: Any, job_id: str) -> Job:
 
 def full_object(session: Any, job: Job) -> dict[str, Any]:
     """The job object, plus shard and prediction counts for a bulk parent."""
-    from cnnq.db.jobs import count_by_status
+    from cnnq.db.jobs import bulk_decision, bulk_id_of, count_by_status
     from cnnq.db.records import prediction_counts
     from cnnq.db.views import job_object
 
@@ -79,7 +79,8 @@ def full_object(session: Any, job: Job) -> dict[str, Any]:
         obj["trials"] = {str(status): count for status, count in shards.items()}
     elif shards:
         obj["shards"] = {str(status): count for status, count in shards.items()}
-        obj["predictions"] = prediction_counts(session, job.spec.get("resume") or job.id, None)
+        _, positive_class = bulk_decision(session, job)  # the class the dashboard counts as positive
+        obj["predictions"] = prediction_counts(session, bulk_id_of(job), positive_class)
     return obj
 
 
@@ -143,7 +144,8 @@ def print_job(session: Any, job: Job) -> None:
         table.add_row("ran for", _duration(job.started_at, job.finished_at))
     if job.finished_at:
         table.add_row("finished", job.finished_at.isoformat(timespec="seconds"))
-    shown = {k: v for k, v in job.spec.items() if v is not None and k not in ("paths", "calibration_paths")}
+    internal = ("inputs", "paths", "calibration_paths")
+    shown = {k: v for k, v in job.spec.items() if v is not None and k not in internal}
     table.add_row("spec", " ".join(f"{k}={v}" for k, v in shown.items()))
     for name, value in obj["metrics"].items():
         table.add_row(name, f"{value:.4g}")

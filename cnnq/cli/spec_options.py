@@ -40,7 +40,7 @@ class Placement:
 Executor = Callable[[AnySpec, Placement], None]
 
 # Filled in by cnnq, not by the user.
-_INTERNAL = {"kind", "checkpoint", "checkpoint_sha256", "paths", "calibration_paths"}
+_INTERNAL = {"kind", "model_file", "model_file_sha256", "inputs"}
 # Required in the spec, but the CLI fills a default from the settings.
 _DEFAULTED = {"data_root"}
 
@@ -148,8 +148,8 @@ def build_spec(model: type[AnySpec], options: dict[str, Any]) -> AnySpec:
         if isinstance(options.get(key), Path):
             options[key] = options[key].expanduser().absolute()
     if model is not TrainSpec:
-        options["checkpoint"] = resolve_model_from(options["model_from"])
-        options["checkpoint_sha256"] = file_sha256(options["checkpoint"])  # the job loads these bytes only
+        options["model_file"] = resolve_model_from(options["model_from"])
+        options["model_file_sha256"] = file_sha256(options["model_file"])  # the job loads these bytes only
     try:
         spec = model.model_validate(options)
     except ValidationError as error:

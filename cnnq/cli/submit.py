@@ -12,10 +12,10 @@ from cnnq.cli.spec_options import AnySpec, Placement, spec_commands
 def _execute(spec: AnySpec, placement: Placement) -> None:
     from cnnq.db.jobs import get_job
     from cnnq.db.migrate import upgrade_database
-    from cnnq.db.outage import is_outage
+    from cnnq.db.outage import database_unavailable, is_outage
     from cnnq.db.session import session_scope
     from cnnq.lifecycle.submit import Placement as Where
-    from cnnq.lifecycle.submit import database_unavailable, submit_job
+    from cnnq.lifecycle.submit import submit_job
 
     try:
         upgrade_database()

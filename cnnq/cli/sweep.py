@@ -165,8 +165,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def _record(spec: Any, queue: str | None, priority: int) -> str:
     from cnnq.db.migrate import upgrade_database
-    from cnnq.db.outage import is_outage
-    from cnnq.lifecycle.submit import database_unavailable
+    from cnnq.db.outage import database_unavailable, is_outage
     from cnnq.sweeps.submit import submit_sweep
 
     try:

@@ -2,9 +2,10 @@
 confusion matrix's class counts): sensitivity, specificity, PPV and NPV at any threshold, with 95%
 confidence intervals, and the precision-recall curve.
 
-Intervals: Wilson's score interval for a proportion (sensitivity, specificity, PPV, NPV); for the ROC AUC,
-Hanley and McNeil's (1982) standard error, which needs only the AUC and the class counts (the report keeps
-no per-image scores to bootstrap from). Nothing here imports Streamlit.
+Intervals: Wilson's score interval for a proportion (sensitivity, specificity, PPV, NPV). The ROC AUC's
+is a percentile bootstrap, computed by the evaluation job where the per-image scores exist
+(`cnnq.jobs.evaluate.auc_bootstrap_interval`) and stored in its report as `roc_auc_interval`.
+Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -25,18 +26,6 @@ def wilson_interval(successes: float, trials: float, z: float = Z95) -> tuple[fl
     centre = (p + z * z / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def auc_interval(auc: float, positives: int, negatives: int, z: float = Z95) -> tuple[float, float]:
-    """The 95% interval of a ROC AUC by Hanley and McNeil's standard error."""
-    if positives <= 0 or negatives <= 0:
-        return 0.0, 1.0
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
-        positives * negatives
-    )
-    half = z * math.sqrt(max(variance, 0.0))
-    return max(0.0, auc - half), min(1.0, auc + half)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cnnq.db.tables import Job, LogLine
+from cnnq.outputs import CHECKPOINT_ARTIFACT, MODEL_ARTIFACT, REPORT_ARTIFACT
 
 LOG_LINES = 500
 
@@ -115,6 +116,9 @@ def log_frame(session: Session, job_id: str, search: str = "") -> tuple[pd.DataF
 
 
 def download_label(kind: str, uri: str) -> str:
-    return {"model": "Model file", "checkpoint": "Checkpoint", "report": "Evaluation report"}.get(
-        kind, kind.replace("_", " ").capitalize()
-    ) + f" ({uri.rsplit('/', 1)[-1]})"
+    titles = {
+        MODEL_ARTIFACT: "Model file",
+        CHECKPOINT_ARTIFACT: "Checkpoint",
+        REPORT_ARTIFACT: "Evaluation report",
+    }
+    return titles.get(kind, kind.replace("_", " ").capitalize()) + f" ({uri.rsplit('/', 1)[-1]})"

@@ -1,4 +1,5 @@
-"""Trained models loaded once per dashboard process, for the X-ray check and the review queue's Grad-CAM.
+"""The trained models the X-ray check and the review queue's Grad-CAM score with, loaded once per
+dashboard process and model file version (`cnnq.jobs.model_cache`, as a job process keeps them).
 
 Torch is imported only when a model is first asked for, so pages that never score an image stay light.
 """
@@ -19,20 +20,15 @@ if TYPE_CHECKING:
     from cnnq.jobs.checkpoint import LoadedModel
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def cached_model(path: str, modified: float) -> LoadedModel:
-    """One load per model file (and version of it) for the whole dashboard process."""
-    from cnnq.jobs.checkpoint import load_model_file
-
-    return load_model_file(path, "cpu")
-
-
 def model_of_job(train_id: str) -> LoadedModel:
     """Training job `train_id`'s model, with the same check as `--model-from` (a SUCCEEDED job's model);
     a one-line UserError otherwise."""
+    from cnnq.jobs.model_cache import cached_model  # torch, once a page scores an image
+
     with session_scope() as session:
         model_file: Path = model_file_of(session, get_job(session, train_id))
-    return cached_model(str(model_file), model_file.stat().st_mtime)
+    with st.spinner("Loading the model…"):
+        return cached_model(model_file, "cpu")
 
 
 def gradcam_overlay(loaded: LoadedModel, image: Image.Image, name: str) -> tuple[str, Image.Image]:

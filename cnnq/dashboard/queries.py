@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session
 
 from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import children_of, list_jobs
-from cnnq.db.records import MODEL_ARTIFACT, artifacts_of, curve_points, last_metrics, metric_history
+from cnnq.db.records import artifacts_of, curve_points, last_metrics, metric_history
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Artifact, Job, Worker, utcnow
 from cnnq.db.workers import list_workers, worker_state
+from cnnq.jobs.spec import shard_inputs
+from cnnq.outputs import MODEL_ARTIFACT
 
 TIME_WINDOWS: dict[str, timedelta | None] = {
     "last hour": timedelta(hours=1),
@@ -226,7 +228,7 @@ def shards_frame(session: Session, job: Job) -> pd.DataFrame:
             "shard": shard.id,
             "status": str(shard.status),
             "progress": float(shard.progress or 0.0),
-            "inputs": len(shard.spec.get("paths") or []),
+            "inputs": len(shard_inputs(shard.spec)),
             "worker": shard.worker or "",
             "duration": format_duration(duration_of(shard, now)),
             "message": shard.message or "",
@@ -236,18 +238,6 @@ def shards_frame(session: Session, job: Job) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["shard", "status", "progress", "inputs", "worker", "duration", "message"]
     )
-
-
-def bulk_decision(session: Session, job: Job) -> tuple[float | None, str | None]:
-    """The threshold and positive class a bulk job scored with, from its shards' (or its own) result;
-    (None, None) until one has finished or for more than two classes."""
-    for source in [job, *children_of(session, job.id)]:
-        result = source.result or {}
-        if "positive_class" in result:
-            threshold = result.get("threshold")
-            return (float(threshold) if threshold is not None else None), result.get("positive_class")
-    threshold = job.spec.get("threshold")
-    return (float(threshold) if threshold is not None else None), None
 
 
 def workers_frame(session: Session, lost_after: timedelta) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """A bulk job's predictions for the review queue: filtered, counted, binned and paged in SQL.
 
 A bulk job may hold hundreds of thousands of rows; the page reads one page of them, a count and a
-40-bin histogram, never the whole set. The CSV download is `cnnq results`' format
-(`cnnq.jobs.prediction_table`), written only when asked for. Nothing here imports Streamlit.
+40-bin histogram, never the whole set. The CSV download is `cnnq results`' CSV, written by the same
+function (`cnnq.db.results.write_predictions_csv`) only when asked for. Nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from sqlalchemy import Integer, Select, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from cnnq.db.jobs import get_job
-from cnnq.db.results import prediction_records, prediction_scope
+from cnnq.db.results import prediction_scope, write_predictions_csv
 from cnnq.db.session import session_scope
 from cnnq.db.tables import Prediction
-from cnnq.jobs.prediction_table import prediction_columns, write_csv
 
 BINS = 40
 Shown = Literal["scored", "flagged", "all"]
@@ -123,5 +122,5 @@ def results_csv(job_id: str) -> bytes:
     with session_scope() as session:
         scope = prediction_scope(session, get_job(session, job_id))
         buffer = io.StringIO()
-        write_csv(prediction_records(session, scope), prediction_columns(scope.classes), buffer)
+        write_predictions_csv(session, scope, buffer)
     return buffer.getvalue().encode()

@@ -199,3 +199,15 @@ def is_lost(job: Job, lost_after: timedelta, now: datetime) -> bool:
 def bulk_id_of(job: Job) -> str:
     """The job whose predictions this one writes: the resumed job, the bulk parent, or itself."""
     return job.spec.get("resume") or job.parent_id or job.id
+
+
+def bulk_decision(session: Session, job: Job) -> tuple[float | None, str | None]:
+    """The threshold and positive class a bulk job scored with, from its shards' (or its own) result;
+    (None, None) until one has finished or for more than two classes."""
+    for source in [job, *children_of(session, job.id)]:
+        result = source.result or {}
+        if "positive_class" in result:
+            threshold = result.get("threshold")
+            return (float(threshold) if threshold is not None else None), result.get("positive_class")
+    threshold = job.spec.get("threshold")
+    return (float(threshold) if threshold is not None else None), None

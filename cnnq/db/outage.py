@@ -14,6 +14,9 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from cnnq.errors import ServiceUnavailable
+from cnnq.settings import get_settings, mask_url
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -28,6 +31,15 @@ def is_outage(error: BaseException) -> bool:
     if isinstance(error, OperationalError | InterfaceError):
         return True
     return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+def database_unavailable(error: BaseException, consequence: str = "nothing was queued") -> ServiceUnavailable:
+    """One line that names the (masked) database that did not answer."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return ServiceUnavailable(
+        f"the database {mask_url(get_settings().database_url)} does not answer ({reason}); "
+        f"{consequence + '. ' if consequence else ''}Check CNNQ_DATABASE_URL, or try again when it is back"
+    )
 
 
 def retrying(action: Callable[[], T], *, patience: float, what: str, since: float | None = None) -> T:

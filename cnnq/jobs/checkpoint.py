@@ -140,7 +140,8 @@ def read_model_file(path: Path, *, data: bytes | None = None) -> tuple[ModelInfo
 
 @dataclass
 class LoadedModel:
-    """A trained model ready to score: in eval mode, on its device, with what it was trained on."""
+    """A trained model ready to score: in eval mode, on its device, with what it was trained on (`info`:
+    its classes, input shape, normalisation, threshold...)."""
 
     model: nn.Module
     info: ModelInfo
@@ -148,46 +149,6 @@ class LoadedModel:
     device: torch.device
     sha256: str = ""
     """The sha256 of the very bytes the model was loaded from ("" for a model not read from a file)."""
-
-    @property
-    def name(self) -> str:
-        return self.info.model
-
-    @property
-    def classes(self) -> list[str]:
-        return self.info.classes
-
-    @property
-    def in_channels(self) -> int:
-        return self.info.in_channels
-
-    @property
-    def image_size(self) -> int:
-        return self.info.image_size
-
-    @property
-    def mean(self) -> tuple[float, ...]:
-        return self.info.mean
-
-    @property
-    def std(self) -> tuple[float, ...]:
-        return self.info.std
-
-    @property
-    def threshold(self) -> float | None:
-        return self.info.threshold
-
-    @property
-    def positive_class(self) -> str | None:
-        return self.info.positive_class
-
-    @property
-    def dataset(self) -> str | None:
-        return self.info.dataset
-
-    @property
-    def data_root(self) -> str | None:
-        return self.info.data_root
 
 
 def load_model_file(

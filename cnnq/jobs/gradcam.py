@@ -86,7 +86,7 @@ class Explanation:
 
     label: str
     score: float
-    """The probability of the positive class for two classes with a threshold, else of the label."""
+    """The positive class's probability for two classes, else the label's (`cnnq.outputs`)."""
     probabilities: dict[str, float]
     threshold: float | None
     positive_class: str | None
@@ -103,7 +103,11 @@ def explain_image(
     from cnnq.jobs.infer import Decision
 
     tensor = preprocess_image(
-        image, in_channels=loaded.in_channels, image_size=loaded.image_size, mean=loaded.mean, std=loaded.std
+        image,
+        in_channels=loaded.info.in_channels,
+        image_size=loaded.info.image_size,
+        mean=loaded.info.mean,
+        std=loaded.info.std,
     )
     with torch.inference_mode():
         logits = loaded.model(tensor[None].to(loaded.device))
@@ -112,8 +116,8 @@ def explain_image(
     row = decision.rows([name], probabilities)[0]
     assert row.label is not None and row.probabilities is not None and row.score is not None
     explained = class_name if class_name is not None else row.label
-    if explained not in loaded.classes:
-        raise UserError(f"--class {class_name}: the model's classes are {', '.join(loaded.classes)}")
+    if explained not in loaded.info.classes:
+        raise UserError(f"--class {class_name}: the model's classes are {', '.join(loaded.info.classes)}")
     return Explanation(
         label=row.label,
         score=row.score,
@@ -121,5 +125,5 @@ def explain_image(
         threshold=decision.threshold,
         positive_class=decision.positive_class,
         explained_class=explained,
-        heatmap=gradcam(loaded, tensor, loaded.classes.index(explained)),
+        heatmap=gradcam(loaded, tensor, loaded.info.classes.index(explained)),
     )

@@ -1,9 +1,9 @@
-"""Batches of images decoded in DataLoader worker processes, with the failures kept.
+"""Batches of images decoded in DataLoader worker processes, with the flagged inputs kept.
 
 Workers hand over uint8 tensors of the model's channels and size (a quarter of the bytes of floats);
 the job normalises each batch in one fused operation (`cnnq.data.transforms`, the same path as
 training). An input that cannot be decoded does not stop the batch: it travels beside the images as
-(index, reason), so the job writes it as a flagged row.
+(index, error), so the job writes it as a flagged row.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class ImageBatch:
     indices: list[int]
     """Positions (in the job's input list) of the rows of `images`."""
     images: torch.Tensor | None
-    failures: list[tuple[int, str]]
+    flagged: list[tuple[int, str]]
+    """(position, error) of each input that could not be decoded."""
 
     def pin_memory(self) -> ImageBatch:
         if self.images is not None:
@@ -73,9 +74,9 @@ class ImageBatch:
 
 def collate_keeping_errors(items: Sequence[Item]) -> ImageBatch:
     good = [(index, tensor) for index, tensor, _ in items if tensor is not None]
-    failures = [(index, error or "unreadable") for index, tensor, error in items if tensor is None]
+    flagged = [(index, error or "unreadable") for index, tensor, error in items if tensor is None]
     images = torch.stack([tensor for _, tensor in good]) if good else None
-    return ImageBatch([index for index, _ in good], images, failures)
+    return ImageBatch([index for index, _ in good], images, flagged)
 
 
 def image_batches(

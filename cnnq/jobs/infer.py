@@ -1,6 +1,6 @@
-"""The infer job: score every input with a trained model, or flag it with the reason it could not be.
+"""The infer job: score every input with a trained model, or flag it with the error that stopped it.
 
-Inputs are `spec.paths` (one shard of a bulk job) or whatever `spec.input` lists. Inputs that already
+Inputs are `spec.inputs` (one shard of a bulk job) or whatever `spec.input` lists. Inputs that already
 have a row (`reporter.done_inputs`: a shard delivered again, or `--resume`) are not scored again.
 Images are decoded in DataLoader worker processes while the model scores the previous batch, and
 each batch's rows go to the reporter in one call (one bulk insert).
@@ -22,13 +22,20 @@ import torch
 from cnnq.atomic_file import atomic_file
 from cnnq.jobs.checkpoint import LoadedModel
 from cnnq.jobs.device import configure_threads, pick_device
-from cnnq.jobs.engines import Engine, make_engine
+from cnnq.jobs.engines import EagerEngine, Engine, resolve_engine
 from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
 from cnnq.jobs.inputs import list_inputs, spread_sample
 from cnnq.jobs.model_cache import cached_model
-from cnnq.jobs.prediction_table import prediction_columns, prediction_record, write_csv
 from cnnq.jobs.reporter import PredictionRow, Reporter
 from cnnq.jobs.spec import InferSpec
+from cnnq.outputs import (
+    PREDICTIONS_ARTIFACT,
+    positive_class,
+    prediction_columns,
+    prediction_record,
+    write_csv,
+)
+from cnnq.settings import get_settings
 
 __all__ = ["Decision", "infer_job", "list_inputs"]
 
@@ -37,8 +44,6 @@ WRITE_ROWS = 8192
 """Prediction rows are written to the reporter at least this often, or once this many are pending."""
 
 WORKDIR_CSV = "predictions.csv"
-PREDICTIONS_ARTIFACT = "predictions"
-_CANCEL_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,12 +61,10 @@ class Decision:
 
     @classmethod
     def for_model(cls, loaded: LoadedModel, threshold: float | None) -> Decision:
-        classes = list(loaded.classes)
-        positive_index = None
-        if len(classes) == 2:
-            positive = loaded.positive_class
-            positive_index = classes.index(positive) if positive in classes else 1
-        chosen = threshold if threshold is not None else loaded.threshold
+        classes = list(loaded.info.classes)
+        positive = positive_class(classes, loaded.info.positive_class)
+        positive_index = None if positive is None else classes.index(positive)
+        chosen = threshold if threshold is not None else loaded.info.threshold
         return cls(classes, positive_index, chosen if positive_index is not None else None)
 
     def near_boundary(self, probabilities: np.ndarray, margin: float) -> np.ndarray:
@@ -116,9 +119,7 @@ class _CsvLog:
 
     def append(self, rows: Sequence[PredictionRow]) -> None:
         for row in rows:
-            self.writer.writerow(
-                prediction_record(row.input, row.label, row.score, row.probabilities, row.error, self.classes)
-            )
+            self.writer.writerow(prediction_record(row, self.classes))
         self.file.flush()
 
     def close(self) -> None:
@@ -128,8 +129,11 @@ class _CsvLog:
         """Write the logged rows of `inputs`, once each and in their order, to `target` atomically."""
         latest: dict[str, dict[str, str]] = {}
         with self.path.open(newline="", encoding="utf-8") as file:
-            for record in csv.DictReader(file):
-                latest[record["path"]] = record
+            rows = csv.reader(file)
+            next(rows, None)  # the header: by position, a log begun before a column was renamed reads too
+            for values in rows:
+                record = dict(zip(self.columns, values, strict=False))
+                latest[record["input"]] = record
         with atomic_file(target) as file:
             return write_csv((latest[path] for path in inputs if path in latest), self.columns, file)
 
@@ -142,11 +146,13 @@ def decoders(asked: int, threads: int) -> int:
 
 
 class _CancellableScorer:
-    """Scores a batch in slices short enough that the cancel check runs about twice a second."""
+    """Scores a batch in slices of about `CNNQ_CANCEL_POLL_SECONDS`, the reporter's interval between
+    cancel checks, asking it for one before each: a large batch on a slow engine never holds a cancel up."""
 
     def __init__(self, engine: Engine, reporter: Reporter) -> None:
         self.engine = engine
         self.reporter = reporter
+        self.slice_seconds = get_settings().cancel_poll_seconds
         self.seconds_per_image: float | None = None
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -157,7 +163,7 @@ class _CancellableScorer:
             if self.seconds_per_image is None:
                 size = min(len(images), 4)  # a first, small slice measures the engine's speed
             else:
-                size = max(1, int(_CANCEL_POLL_SECONDS / max(self.seconds_per_image, 1e-6)))
+                size = max(1, int(self.slice_seconds / max(self.seconds_per_image, 1e-6)))
             began = time.perf_counter()
             parts.append(self.engine.probabilities(images[start : start + size]))
             taken = len(parts[-1])
@@ -174,8 +180,8 @@ def _batch_rows(
     score: Callable[[torch.Tensor], np.ndarray],
     device: torch.device,
 ) -> list[PredictionRow]:
-    """The batch's rows in input order: flagged inputs with their reason, the others scored."""
-    numbered = [(index, PredictionRow(input=inputs[index], error=reason)) for index, reason in batch.failures]
+    """The batch's rows in input order: flagged inputs with their error, the others scored."""
+    numbered = [(index, PredictionRow(input=inputs[index], error=error)) for index, error in batch.flagged]
     if batch.images is not None:
         images = batch.images.to(device, non_blocking=True)  # uint8: the cheap transfer
         probabilities = score(preprocessing.normalise(images))
@@ -184,21 +190,58 @@ def _batch_rows(
     return [row for _, row in sorted(numbered, key=lambda pair: pair[0])]
 
 
+def make_engine(
+    spec: InferSpec,
+    loaded: LoadedModel,
+    workdir: Path,
+    threads: int,
+    decision: Decision,
+    log: Callable[[str], None],
+    todo: list[str],
+    preprocessing: Preprocessing,
+) -> Engine:
+    """The engine to score `todo` with; `auto` falls back to eager (with a log line) if the export fails."""
+    name = resolve_engine(spec.engine, loaded.device)
+    if name == "eager":
+        return EagerEngine(loaded)
+    if loaded.device.type != "cpu":
+        log(f"engine {name} runs on the CPU; the model stays off {loaded.device} for scoring")
+    from cnnq.jobs.onnx_engine import onnx_engine
+
+    try:
+        fp32 = onnx_engine(loaded, workdir, threads)
+    except Exception as error:
+        if spec.engine != "auto":
+            raise
+        log(f"ONNX export failed ({type(error).__name__}: {error}); scoring with the eager engine")
+        return EagerEngine(loaded)
+    if name == "onnx":
+        return fp32
+    from cnnq.jobs.int8_engine import Int8Engine
+
+    def sample(size: int) -> torch.Tensor:
+        paths = spread_sample(todo, size)
+        batch = next(image_batches(paths, preprocessing, batch_size=len(paths), num_workers=0))
+        return preprocessing.normalise(batch.images) if batch.images is not None else torch.empty(0)
+
+    return Int8Engine(fp32, threads, decision.near_boundary, log, len(todo), sample)
+
+
 def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
     started = time.monotonic()
-    inputs = list(dict.fromkeys(spec.paths)) if spec.paths is not None else list_inputs(spec.input)
+    inputs = list(dict.fromkeys(spec.inputs)) if spec.inputs is not None else list_inputs(spec.input)
     done = reporter.done_inputs(inputs)
     todo = [path for path in inputs if path not in done]
     threads = configure_threads()
     device = pick_device(spec.device)
-    loaded = cached_model(spec.checkpoint, device, spec.checkpoint_sha256)
+    loaded = cached_model(spec.model_file, device, spec.model_file_sha256)
     decision = Decision.for_model(loaded, spec.threshold)
     workdir.mkdir(parents=True, exist_ok=True)
-    exporting = spec.output is not None and spec.paths is None  # a shard's rows are exported by its parent
+    exporting = spec.output is not None and spec.inputs is None  # a shard's rows are exported by its parent
     log = _CsvLog(workdir / WORKDIR_CSV, decision.classes) if exporting else None
     counts: Counter[str] = Counter()
     labels: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     engine: Engine | None = None
 
     pending: list[PredictionRow] = []
@@ -224,7 +267,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         for row in rows:
             if row.error is not None:
                 counts["flagged"] += 1
-                reasons[row.error] += 1
+                errors[row.error] += 1
             else:
                 counts["scored"] += 1
                 labels[row.label or ""] += 1
@@ -233,38 +276,27 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
 
     try:
         if todo:
-            engine = make_engine(
-                spec.engine, loaded, workdir, threads, decision.near_boundary, reporter.log, len(todo)
+            preprocessing = Preprocessing(
+                loaded.info.in_channels, loaded.info.image_size, loaded.info.mean, loaded.info.std
             )
+            batches = image_batches(  # its workers start decoding while the engine loads
+                todo,
+                preprocessing,
+                batch_size=spec.batch_size,
+                num_workers=decoders(spec.num_workers, threads),
+                pin_memory=device.type == "cuda",
+            )
+            engine = make_engine(spec, loaded, workdir, threads, decision, reporter.log, todo, preprocessing)
             reporter.log(
                 f"scoring {len(todo)} of {len(inputs)} inputs ({len(done)} already have a row) with the "
                 f"{engine.name} engine on {device}, {threads} threads, "
                 f"threshold {decision.threshold if decision.threshold is not None else 'argmax'}"
             )
             reporter.progress(len(done) / len(inputs), f"scoring {len(todo)} inputs")
-            preprocessing = Preprocessing(loaded.in_channels, loaded.image_size, loaded.mean, loaded.std)
-            if engine.wants_calibration and spec.calibration_paths:
-                paths = spec.calibration_paths
-                batch = next(image_batches(paths, preprocessing, batch_size=len(paths), num_workers=0))
-                if batch.images is not None:
-                    engine.calibrate(preprocessing.normalise(batch.images.to(engine.device)))
-            sample = spread_sample(todo, engine.sample_size)
-            chosen = set(sample)
-            rest = [path for path in todo if path not in chosen]
-            batches = image_batches(  # its workers start decoding while the engine prepares
-                rest,
-                preprocessing,
-                batch_size=spec.batch_size,
-                num_workers=decoders(spec.num_workers, threads),
-                pin_memory=device.type == "cuda",
-            )
-            if sample:
-                batch = next(image_batches(sample, preprocessing, batch_size=len(sample), num_workers=0))
-                record(_batch_rows(batch, sample, preprocessing, decision, engine.prepare, engine.device))
             score = _CancellableScorer(engine, reporter)
             for batch in batches:
                 reporter.check_stop()
-                record(_batch_rows(batch, rest, preprocessing, decision, score, engine.device))
+                record(_batch_rows(batch, todo, preprocessing, decision, score, engine.device))
             write_pending()
         else:
             reporter.log(f"all {len(inputs)} inputs already have a row; nothing to score")
@@ -280,7 +312,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         "flagged": counts["flagged"],
         "positive": labels[decision.positive_class] if decision.positive_class else None,
         "labels": dict(labels),
-        "flag_reasons": dict(reasons),
+        "errors": dict(errors),
         "classes": decision.classes,
         "positive_class": decision.positive_class,
         "threshold": decision.threshold,

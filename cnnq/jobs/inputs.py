@@ -16,10 +16,6 @@ LIST_FILE_SUFFIXES = {".txt", ".lst", ".list"}
 
 _GLOB_CHARACTERS = set("*?[")
 
-CALIBRATION_IMAGES = 64
-"""Images an int8 model is calibrated on (`cnnq.jobs.int8_engine`); a bulk job picks them for its
-shards from all its inputs."""
-
 
 def spread_sample(inputs: list[str], size: int) -> list[str]:
     """Up to `size` inputs evenly spaced over the whole list, in its order, each once."""

@@ -5,12 +5,13 @@ file, a bulk job's next shard above all, skips reading and building the model an
 loading its engine. An entry is keyed by the file's path (and the device or thread count) and is
 used only while the file's size, modification time and inode are those it had when it was loaded:
 a model file or ONNX export replaced since is loaded afresh, just as a fresh process would.
-`cnnq run` and the dashboard run one job per process; for them the cache simply holds one entry.
+`cnnq run` keeps one entry; the dashboard keeps the models its X-ray check and review queue score with.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -36,6 +37,7 @@ class FileCache(Generic[T]):
     def __init__(self, keep: int = KEEP) -> None:
         self.keep = keep
         self._entries: OrderedDict[tuple[Hashable, ...], tuple[tuple[int, int, int], T]] = OrderedDict()
+        self._lock = threading.Lock()  # the dashboard serves its sessions from threads
 
     def get(self, path: Path, extra: tuple[Hashable, ...], build: Callable[[], T]) -> T:
         """The cached value for `path` (and `extra`), or `build()`'s, kept for next time."""
@@ -44,25 +46,28 @@ class FileCache(Generic[T]):
         except OSError:
             return build()  # it raises the error a user should see
         key = (str(Path(path).resolve()), *extra)
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] == stamp:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] == stamp:
+                self._entries.move_to_end(key)
+                return hit[1]
+        value = build()  # outside the lock: two threads may build one file's value, and one is kept
+        with self._lock:
+            self._entries[key] = (stamp, value)
             self._entries.move_to_end(key)
-            return hit[1]
-        value = build()
-        self._entries[key] = (stamp, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.keep:
-            self._entries.popitem(last=False)
+            while len(self._entries) > self.keep:
+                self._entries.popitem(last=False)
         return value
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
 
 MODELS: FileCache[LoadedModel] = FileCache()
 
 
-def cached_model(path: Path, device: torch.device, expected_sha256: str | None = None) -> LoadedModel:
+def cached_model(path: Path, device: torch.device | str, expected_sha256: str | None = None) -> LoadedModel:
     """`load_model_file`, once per unchanged file and device. The model is shared by every job that
     asks: callers must not change it (an engine that converts it works on a copy)."""
     path = Path(path)

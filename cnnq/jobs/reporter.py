@@ -73,7 +73,8 @@ class Reporter(Protocol):
     def log(self, line: str) -> None: ...
 
     def result(self, summary: Mapping[str, Any]) -> None:
-        """The job's final report (evaluation details, counts), stored with the job."""
+        """The job's result (evaluation details, counts), stored with the job: the only way it is stored
+        (the job function also returns it, for callers in this process). A later call replaces it."""
 
     def predictions(self, rows: Sequence[PredictionRow]) -> None:
         """Scored or flagged inputs, in batches."""
@@ -82,7 +83,8 @@ class Reporter(Protocol):
         """Which of these inputs already have a prediction row (a re-delivered shard skips them)."""
 
     def check_stop(self) -> None:
-        """Raise a `JobStopped` once the job must stop. Cheap to call every batch: it is throttled."""
+        """Raise a `JobStopped` once the job must stop. Jobs call it every batch: the reporter throttles
+        what it costs (a look at the database at most every `CNNQ_CANCEL_POLL_SECONDS`)."""
 
     def check_owner(self) -> None:
         """Raise `JobSuperseded` unless this run still owns its job; not throttled. Called right before a

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from cnnq.jobs.reporter import Reporter
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec
 
 
-def run_job(spec: TrainSpec | EvalSpec | InferSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
+def run_job(spec: TrainSpec | EvalSpec | InferSpec, workdir: Path, reporter: Reporter) -> None:
+    """Run the job; what it did reaches the world through `reporter` alone, its result included."""
     if isinstance(spec, TrainSpec):
         from cnnq.jobs.train import train_job
 
-        return train_job(spec, workdir, reporter)
-    if isinstance(spec, EvalSpec):
+        train_job(spec, workdir, reporter)
+    elif isinstance(spec, EvalSpec):
         from cnnq.jobs.evaluate import evaluate_job
 
-        return evaluate_job(spec, workdir, reporter)
-    from cnnq.jobs.infer import infer_job
+        evaluate_job(spec, workdir, reporter)
+    else:
+        from cnnq.jobs.infer import infer_job
 
-    return infer_job(spec, workdir, reporter)
+        infer_job(spec, workdir, reporter)

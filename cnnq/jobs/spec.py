@@ -6,17 +6,13 @@ Checks that need the file system or the model zoo live in `cnnq.jobs.validate`.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
-class JobKind(StrEnum):
-    TRAIN = "train"
-    EVAL = "eval"
-    INFER = "infer"
+if TYPE_CHECKING:
+    from cnnq.data.catalog import DataRequest
 
 
 DatasetName = Literal["mnist", "cifar10", "folder", "xray"]
@@ -24,8 +20,10 @@ Precision = Literal["fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["onecycle", "cosine", "step", "none"]
-Engine = Literal["auto", "eager", "onnx", "onnx-int8"]
+EngineName = Literal["auto", "eager", "onnx", "onnx-int8"]
 Split = Literal["train", "val", "test"]
+Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A decision threshold on a two-class model's score, from 0 to 1 (train and eval also take `youden`)."""
 
 
 class _Spec(BaseModel):
@@ -103,7 +101,7 @@ class TrainSpec(_Spec, _DataOptions):
     class_weights: bool = Field(
         True, description="Weight the loss by inverse class frequency (imbalanced sets)."
     )
-    threshold: Annotated[str, Field(pattern=r"^(youden|0?\.\d+|0|1)$")] | None = Field(
+    threshold: Threshold | Literal["youden"] | None = Field(
         None, description="Two classes: a decision threshold, or `youden`, picked on the validation set."
     )
     target_sensitivity: float | None = Field(None, gt=0.0, lt=1.0)
@@ -139,30 +137,38 @@ class TrainSpec(_Spec, _DataOptions):
 class EvalSpec(_Spec):
     kind: Literal["eval"] = "eval"
     model_from: str = Field(description="The training job whose best model to evaluate.")
-    checkpoint: Path = Field(description="That model's file (resolved from --model-from at submit).")
-    checkpoint_sha256: str | None = Field(
-        None, description="That file's sha256 at submit; the job refuses the file if it has changed since."
+    model_file: Path = Field(
+        validation_alias=AliasChoices("model_file", "checkpoint"),  # `checkpoint` in older stored specs
+        description="That model's file (resolved from --model-from at submit).",
+    )
+    model_file_sha256: str | None = Field(
+        None,
+        validation_alias=AliasChoices("model_file_sha256", "checkpoint_sha256"),
+        description="That file's sha256 at submit; the job refuses the file if it has changed since.",
     )
     dataset: DatasetName | None = Field(None, description="Default: the dataset the model was trained on.")
     data_root: Path | None = None
     image_size: int | None = Field(None, ge=8, le=1024)
     split: Split = "test"
     limit: int | None = Field(None, ge=1)
-    threshold: Annotated[str, Field(pattern=r"^(youden|0?\.\d+|0|1)$")] | None = None
+    threshold: Threshold | Literal["youden"] | None = None
     target_sensitivity: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class InferSpec(_Spec):
     kind: Literal["infer"] = "infer"
     model_from: str
-    checkpoint: Path
-    checkpoint_sha256: str | None = None
-    input: str = Field(description="A file, a folder (recursive), a glob, or a text file listing paths.")
-    paths: list[str] | None = Field(None, description="This shard's inputs (set by cnnq for bulk jobs).")
-    calibration_paths: list[str] | None = Field(
-        None, description="Inputs spread over the whole bulk job to calibrate an int8 model on (set by cnnq)."
+    model_file: Path = Field(validation_alias=AliasChoices("model_file", "checkpoint"))
+    model_file_sha256: str | None = Field(
+        None, validation_alias=AliasChoices("model_file_sha256", "checkpoint_sha256")
     )
-    engine: Engine = Field(
+    input: str = Field(description="A file, a folder (recursive), a glob, or a text file listing paths.")
+    inputs: list[str] | None = Field(
+        None,
+        validation_alias=AliasChoices("inputs", "paths"),
+        description="This shard's inputs (set by cnnq for bulk jobs).",
+    )
+    engine: EngineName = Field(
         "auto",
         description="eager: PyTorch; onnx: ONNX Runtime on the CPU; onnx-int8: a quantized model, "
         "every label checked to be fp32's. auto: eager on a GPU, onnx-int8 on a CPU with VNNI or AMX, "
@@ -176,9 +182,7 @@ class InferSpec(_Spec):
     )
     output: Path | None = Field(None, description="Also write the results to this CSV file.")
     resume: str | None = Field(None, description="A bulk job whose missing inputs this one scores.")
-    threshold: float | None = Field(
-        None, ge=0.0, le=1.0, description="Default: the model's stored threshold."
-    )
+    threshold: Threshold | None = Field(None, description="Default: the model's stored threshold.")
 
     @field_validator("shard_size", mode="before")
     @classmethod
@@ -207,5 +211,30 @@ class _AnySpec(BaseModel):
 
 
 def parse_spec(data: dict) -> TrainSpec | EvalSpec | InferSpec:
-    """A spec from its JSON form (as stored in the job row)."""
+    """A spec from its JSON form (as stored in the job row; `calibration_paths`, retired, is ignored)."""
+    data = {key: value for key, value in data.items() if key != "calibration_paths"}
     return _AnySpec.model_validate({"spec": data}).spec
+
+
+def shard_inputs(spec: dict[str, Any]) -> list[str]:
+    """A shard's inputs from its stored spec, without validating it (`paths` in older stored specs)."""
+    return list(spec.get("inputs") or spec.get("paths") or ())
+
+
+def data_request(spec: TrainSpec) -> DataRequest:
+    """What a training job asks of its dataset: checked at submit, loaded by the job."""
+    from cnnq.data.catalog import DataRequest
+
+    return DataRequest(
+        dataset=spec.dataset,
+        root=spec.data_root,
+        image_size=spec.image_size,
+        val_split=spec.val_split,
+        limit=spec.limit,
+        batch_size=spec.batch_size,
+        num_workers=spec.num_workers,
+        augment=spec.augment,
+        seed=spec.seed,
+        channels=spec.channels,
+        model=spec.model,
+    )

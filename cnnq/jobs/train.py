@@ -30,15 +30,13 @@ from cnnq.jobs.checkpoint import (
 from cnnq.jobs.device import PrecisionPlan, autocast, configure_threads, pick_device, plan_precision
 from cnnq.jobs.hyperparameters import effective_hyperparameters
 from cnnq.jobs.reporter import JobInterrupted, Reporter
-from cnnq.jobs.spec import TrainSpec
+from cnnq.jobs.spec import TrainSpec, data_request
 from cnnq.jobs.training_curve import TrainingCurve
 from cnnq.models.recipes import DEFAULT_LR, DEFAULT_WEIGHT_DECAY
-from cnnq.settings import get_settings
+from cnnq.outputs import CHECKPOINT_ARTIFACT, MODEL_ARTIFACT, positive_class
 
 LAST = "last.pt"
 BEST = "best.pt"
-CHECKPOINT_ARTIFACT = "checkpoint"
-MODEL_ARTIFACT = "model"
 
 # Class weights only when the rarest class is this much rarer than the commonest.
 IMBALANCE_RATIO = 1.5
@@ -99,7 +97,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         data_root=str(spec.data_root),
         val_split=spec.val_split,
         seed=spec.seed,
-        positive_class=positive_class(spec.dataset, bundle.classes),
+        positive_class=positive_class(bundle.classes, dataset=spec.dataset),
     )
 
     progress = Progress(reporter, total_batches=spec.epochs * len(bundle.train))
@@ -144,7 +142,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
             seen = tally.seen
             train_loss, train_accuracy = tally.result()
             val_loss, val_accuracy = evaluate_batches(
-                model, bundle.val.batches(None), criterion, device, plan, progress.poll
+                model, bundle.val.batches(None), criterion, device, plan, reporter.check_stop
             )
         except JobInterrupted:
             # Its worker is stopping: keep the epoch so far, and the next worker carries on from this batch.
@@ -188,8 +186,12 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         if state.stopped_early:
             reporter.log(f"early stop after epoch {epoch}: no better val_accuracy for {spec.patience} epochs")
 
-    summary = finish(spec, bundle, best_path, info, state, criterion, device, plan, reporter, progress)
-    return {"hyperparameters": hyperparameters, **summary}
+    result = {
+        "hyperparameters": hyperparameters,
+        **finish(spec, bundle, best_path, info, state, criterion, device, plan, reporter),
+    }
+    reporter.result(result)
+    return result
 
 
 class EpochTally:
@@ -244,27 +246,18 @@ class TrainState:
 
 
 class Progress:
-    """Progress and the cancel check, at most every `cancel_poll_seconds` (a clock read per batch)."""
+    """Batches trained so far, told to the reporter with the cancel check after every batch (the
+    reporter throttles both: `cnnq.jobs.reporter`)."""
 
     def __init__(self, reporter: Reporter, total_batches: int) -> None:
         self.reporter = reporter
         self.total = max(total_batches, 1)
         self.done = 0
-        self.every = min(get_settings().cancel_poll_seconds, 1.0)
-        self.next_check = time.monotonic() + self.every
 
     def batch(self, epoch: int) -> None:
         self.done += 1
-        if time.monotonic() >= self.next_check:
-            self.poll()
-            self.reporter.progress(self.done / self.total, f"epoch {epoch}")
-
-    def poll(self) -> None:
-        """The cancel check alone, when due (validation and test passes)."""
-        now = time.monotonic()
-        if now >= self.next_check:
-            self.next_check = now + self.every
-            self.reporter.check_stop()
+        self.reporter.check_stop()
+        self.reporter.progress(self.done / self.total, f"epoch {epoch}")
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         self.reporter.progress(
@@ -272,24 +265,6 @@ class Progress:
             f"epoch {epoch}: val_accuracy {metrics['val_accuracy']:.4f}, val_loss {metrics['val_loss']:.4f}",
         )
         self.reporter.check_stop()
-
-
-def data_request(spec: TrainSpec) -> Any:
-    from cnnq.data.registry import DataRequest
-
-    return DataRequest(
-        dataset=spec.dataset,
-        root=spec.data_root,
-        image_size=spec.image_size,
-        val_split=spec.val_split,
-        limit=spec.limit,
-        batch_size=spec.batch_size,
-        num_workers=spec.num_workers,
-        augment=spec.augment,
-        seed=spec.seed,
-        channels=spec.channels,
-        model=spec.model,
-    )
 
 
 def _bundle_notes(bundle: Any) -> list[str]:
@@ -352,15 +327,6 @@ def class_weights(counts: list[int]) -> list[float] | None:
         return None
     total = sum(counts)
     return [total / (len(counts) * c) if c > 0 else 0.0 for c in counts]
-
-
-def positive_class(dataset: str | None, classes: list[str]) -> str | None:
-    """The class a two-class model's score is about: PNEUMONIA for X-rays, else the second class."""
-    if len(classes) != 2:
-        return None
-    if dataset == "xray" and "PNEUMONIA" in classes:
-        return "PNEUMONIA"
-    return classes[1]
 
 
 @torch.no_grad()
@@ -484,7 +450,6 @@ def finish(
     device: torch.device,
     plan: PrecisionPlan,
     reporter: Reporter,
-    progress: Progress,
 ) -> dict[str, Any]:
     """Test the best model, pick its decision threshold, and say what the run achieved."""
     from cnnq.jobs.checkpoint import load_model_file
@@ -501,7 +466,7 @@ def finish(
     if bundle.test is not None:
         reporter.progress(1.0, "testing the best model")
         test_loss, test_accuracy = evaluate_batches(
-            best.model, bundle.test.batches(None), criterion, device, plan, progress.poll
+            best.model, bundle.test.batches(None), criterion, device, plan, reporter.check_stop
         )
         reporter.metrics(state.epoch, {"test_loss": test_loss, "test_accuracy": test_accuracy})
         summary |= {"test_loss": test_loss, "test_accuracy": test_accuracy}
@@ -517,7 +482,7 @@ def finish(
         threshold = pick_threshold(
             (labels == positive_index).astype(int).tolist(),
             scores.tolist(),
-            method=spec.threshold or "youden",
+            method="youden" if spec.threshold is None else spec.threshold,
             target_sensitivity=spec.target_sensitivity,
         )
         reporter.log(f"decision threshold for {info.positive_class}: {threshold:.4f} (on the validation set)")
@@ -528,5 +493,12 @@ def finish(
         summary["threshold"] = threshold
     elif wants_threshold:
         reporter.log(f"--threshold ignored: {len(info.classes)} classes, thresholds are for two")
+    from cnnq.jobs.onnx_engine import quantize_trained
+
+    try:  # once, for every job that will score with it in int8 (`cnnq.jobs.int8_engine`)
+        images = (batch for split in (bundle.val, bundle.train) for batch in split.batches(None))
+        reporter.log(quantize_trained(best_path, images, torch.get_num_threads()))
+    except Exception as error:
+        reporter.log(f"int8: not quantized ({type(error).__name__}: {error}); its first int8 job will")
     reporter.progress(1.0, "done")
     return summary

@@ -12,8 +12,9 @@ from pathlib import Path
 from cnnq.data.catalog import DataRequest, check_dataset, dataset_facts
 from cnnq.errors import UserError
 from cnnq.jobs.model_info import read_model_info
-from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec
-from cnnq.models.catalog import check_model, model_info
+from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, data_request
+from cnnq.models.catalog import model_info
+from cnnq.models.weights import check_model
 
 
 def validate_spec(spec: TrainSpec | EvalSpec | InferSpec) -> None:
@@ -23,7 +24,7 @@ def validate_spec(spec: TrainSpec | EvalSpec | InferSpec) -> None:
     elif isinstance(spec, EvalSpec):
         _validate_eval(spec)
     else:
-        read_model_info(spec.checkpoint)
+        read_model_info(spec.model_file)
         if spec.output is not None and spec.output.is_dir():
             example = spec.output / "predictions.csv"
             raise UserError(f"--output: {spec.output} is a folder; name a file in it, like {example}")
@@ -34,16 +35,7 @@ def _validate_train(spec: TrainSpec) -> None:
         raise UserError(
             f"--weights: {spec.weights} is not a file; give the path of a downloaded weights file"
         )
-    check_dataset(
-        DataRequest(
-            dataset=spec.dataset,
-            root=spec.data_root,
-            image_size=spec.image_size,
-            val_split=spec.val_split,
-            augment=spec.augment,
-            channels=spec.channels,
-        )
-    )
+    check_dataset(data_request(spec))
     facts = dataset_facts(spec.dataset)
     # A folder's size and channels come from its images in the job, which raises a size below the
     # model's smallest input to it (and says so): nothing of them to check here.
@@ -57,12 +49,12 @@ def _validate_train(spec: TrainSpec) -> None:
 
 
 def _validate_eval(spec: EvalSpec) -> None:
-    info = read_model_info(spec.checkpoint)
+    info = read_model_info(spec.model_file)
     dataset = spec.dataset or info.dataset
     root = spec.data_root or info.data_root
     if dataset is None or root is None:
         raise UserError(
-            f"{spec.checkpoint} does not say which dataset it was trained on; give --dataset and --data-root"
+            f"{spec.model_file} does not say which dataset it was trained on; give --dataset and --data-root"
         )
     check_dataset(
         DataRequest(dataset=dataset, root=Path(root), image_size=spec.image_size or info.image_size)

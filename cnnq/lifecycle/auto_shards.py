@@ -28,6 +28,7 @@ from cnnq.db.records import append_log
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job, Prediction, UnshardedInputs, Worker
+from cnnq.jobs.spec import shard_inputs
 from cnnq.lifecycle.outbox import send_each
 from cnnq.settings import get_settings
 
@@ -85,7 +86,7 @@ def plan_rest(session: Session, parent_id: str) -> list[tuple[str, str, int]]:
         create_job(
             session,
             kind=parent.kind,
-            spec={**first.spec, "paths": rest[bounds[index] : bounds[index + 1]]},
+            spec={**first.spec, "inputs": rest[bounds[index] : bounds[index + 1]]},
             queue=parent.queue,
             priority=parent.priority,
             parent_id=parent_id,
@@ -129,7 +130,7 @@ def measured_speed(session: Session, shard: Job) -> float | None:
         return later / (last - first).total_seconds()
     began, ended = shard.claimed_at, shard.finished_at
     if began is not None and ended is not None and ended > began:
-        return len(shard.spec.get("paths") or ()) / (ended - began).total_seconds()
+        return len(shard_inputs(shard.spec)) / (ended - began).total_seconds()
     return None
 
 

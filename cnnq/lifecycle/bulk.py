@@ -15,18 +15,24 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from cnnq.db.jobs import JobNotFound, children_of, find_job, get_job, transition, update_job
+from cnnq.atomic_file import atomic_file
+from cnnq.db.jobs import (
+    JobNotFound,
+    bulk_decision,
+    bulk_id_of,
+    children_of,
+    find_job,
+    get_job,
+    transition,
+    update_job,
+)
 from cnnq.db.records import prediction_counts, scored_inputs
+from cnnq.db.results import prediction_scope, write_predictions_csv
 from cnnq.db.status import IllegalTransition, JobStatus
 from cnnq.db.tables import Job, UnshardedInputs
 from cnnq.errors import UserError
-from cnnq.jobs.spec import InferSpec
+from cnnq.jobs.spec import InferSpec, shard_inputs
 from cnnq.sweeps.spec import SWEEP_KIND
-
-
-def bulk_id_of(job: Job) -> str:
-    """The job whose predictions this one writes: the resumed job, the bulk parent, or itself."""
-    return job.spec.get("resume") or job.parent_id or job.id
 
 
 def resolve_resume(session: Session, spec: InferSpec) -> InferSpec:
@@ -39,7 +45,7 @@ def resolve_resume(session: Session, spec: InferSpec) -> InferSpec:
         raise UserError(f"--resume: {error}") from None
     if resumed.kind != "infer":
         raise UserError(f"--resume: job {resumed.id} is a {resumed.kind} job; name an inference job")
-    return spec.model_copy(update={"resume": resumed.spec.get("resume") or resumed.id})
+    return spec.model_copy(update={"resume": bulk_id_of(resumed)})
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def plan_shards(session: Session, spec: InferSpec) -> BulkPlan | None:
     to be sharded by time once that one has measured how fast the model scores. Inputs the resumed job
     already scored are left out of the plan.
     """
-    if spec.paths is not None:
+    if spec.inputs is not None:
         return None
     from cnnq.jobs.inputs import list_inputs
 
@@ -109,7 +115,7 @@ def settle_parent(session: Session, parent_id: str) -> None:
         return
     unsharded = unsharded_count(session, parent_id)
     counts = Counter(child.status for child in children)
-    sizes = [len(child.spec.get("paths") or ()) or 1 for child in children]
+    sizes = [len(shard_inputs(child.spec)) or 1 for child in children]
     progress = sum(child.progress * size for child, size in zip(children, sizes, strict=True)) / (
         sum(sizes) + (unsharded or 0)
     )
@@ -124,7 +130,7 @@ def settle_parent(session: Session, parent_id: str) -> None:
             update_job(session, parent_id, progress=progress, message=summary)
             return
         if counts[JobStatus.SUCCEEDED] == len(children) and unsharded is None:
-            positive = next((c.result.get("positive_class") for c in children if c.result), None)
+            _, positive = bulk_decision(session, parent)
             result = {"shards": len(children), **prediction_counts(session, bulk_id_of(parent), positive)}
             output = parent.spec.get("output")
             if output is not None:
@@ -176,10 +182,9 @@ def _write_output(session: Session, parent: Job, target: Path) -> str | None:
 
     Two shards that end together may both write it: each writes a whole file and renames it into place.
     """
-    from cnnq.db.results import write_predictions_csv
-
     try:
-        write_predictions_csv(session, parent, target)
+        with atomic_file(target) as file:
+            write_predictions_csv(session, prediction_scope(session, parent), file)
     except OSError as error:
         return (
             f"could not write --output {target}: {error.strerror or error}; every prediction is kept: "

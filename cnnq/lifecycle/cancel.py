@@ -23,8 +23,11 @@ def cancel_job(job_id: str) -> JobStatus:
         if count_by_status(session, job_id):
             settle_parent(session, job_id)
             session.refresh(job)
-        if job.kind != SWEEP_KIND:
-            return job.status
+        status, parent_id, kind = job.status, job.parent_id, job.kind
+    if kind != SWEEP_KIND:
+        if parent_id is not None and status.finished:  # a sweep's trial cancelled before it ran
+            advance_sweep(parent_id)  # a no-op for a bulk job's shard
+        return status
     advance_sweep(job_id)
     with session_scope() as session:
         return get_job(session, job_id).status

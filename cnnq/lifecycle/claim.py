@@ -16,7 +16,6 @@ How a run ends:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -28,7 +27,7 @@ from pathlib import Path
 from threading import Event
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func
 
 from cnnq.db.clock import db_now
 from cnnq.db.jobs import bulk_id_of, stale, transition
@@ -86,7 +85,14 @@ def execute_job(
         return claim
     if on_claim is not None:
         on_claim(claim)
-    reporter = SqlReporter(claim.job_id, claim.token, claim.bulk_id, stop, on_metrics=_trial_reports(claim))
+    reporter = SqlReporter(
+        claim.job_id,
+        claim.token,
+        claim.bulk_id,
+        stop,
+        resumed=bool(claim.spec.get("resume")),
+        on_metrics=_trial_reports(claim),
+    )
     outcome: dict[str, Any]
     try:
         reporter.log(f"started on {worker} (attempt {claim.attempts}, process {os.getpid()})")
@@ -95,7 +101,7 @@ def execute_job(
         workdir.mkdir(parents=True, exist_ok=True)
         from cnnq.jobs.runner import run_job
 
-        result = run_job(spec, workdir, reporter)
+        run_job(spec, workdir, reporter)  # its result went through `reporter.result`
     except JobSuperseded:
         log.warning("job %s: claim %d was superseded; this run stops and writes nothing", job_id, claim.token)
         return None
@@ -110,28 +116,35 @@ def execute_job(
     except Exception as error:
         outcome = {"target": JobStatus.FAILED, **failure_fields(error)}
     else:
-        outcome = {"target": JobStatus.SUCCEEDED, "result": _json_safe(result), "message": "succeeded"}
+        outcome = {"target": JobStatus.SUCCEEDED, "message": "succeeded"}
     return finish_claim(claim.job_id, claim.token, **outcome)
 
 
 def claim_job(job_id: str, worker: str) -> Claim | JobStatus | None:
-    """Take job `job_id` for this run, waiting out a database outage; or say why not (its status)."""
+    """Take job `job_id` for this run, waiting out a database outage; or say why not (its status). A
+    sweep's trial that ends here (cancelled or out of attempts) advances its sweep, as any trial's end."""
     patience = get_settings().db_outage_seconds
-    return retrying(lambda: _claim(job_id, worker), patience=patience, what=f"claiming job {job_id}")
+    claim, ended_child_of = retrying(
+        lambda: _claim(job_id, worker), patience=patience, what=f"claiming job {job_id}"
+    )
+    if ended_child_of is not None:
+        _advance_sweep(ended_child_of)
+    return claim
 
 
-def _claim(job_id: str, worker: str) -> Claim | JobStatus | None:
+def _claim(job_id: str, worker: str) -> tuple[Claim | JobStatus | None, str | None]:
+    """The claim, or why not; and the job's parent if the job ended here."""
     settings = get_settings()
     lost_after = timedelta(seconds=settings.lost_after_seconds)
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None:  # its submit was rolled back: nothing to do
             log.warning("job %s has no row; nothing to do", job_id)
-            return None
+            return None, None
         if job.status.finished:
             if job.parent_id is not None:
                 settle_parent(session, job.parent_id)
-            return job.status
+            return job.status, None
         if job.status == JobStatus.RUNNING:
             try:  # only a job whose worker stopped beating may be taken over
                 transition(
@@ -143,10 +156,11 @@ def _claim(job_id: str, worker: str) -> Claim | JobStatus | None:
                 )
             except IllegalTransition:
                 log.info("job %s is %s on %s; nothing to do", job_id, job.status, job.worker)
-                return job.status
+                return job.status, None
+        parent_id = job.parent_id
         if job.cancel_requested:
             transition(session, job_id, JobStatus.CANCELLED, message="cancelled before it started")
-            return JobStatus.CANCELLED
+            return JobStatus.CANCELLED, parent_id
         if job.attempts >= settings.max_attempts:
             transition(
                 session,
@@ -158,7 +172,7 @@ def _claim(job_id: str, worker: str) -> Claim | JobStatus | None:
                     f"(CNNQ_MAX_ATTEMPTS={settings.max_attempts}); see `cnnq logs {job_id}`"
                 ),
             )
-            return JobStatus.FAILED
+            return JobStatus.FAILED, parent_id
         try:
             job = transition(
                 session,
@@ -176,7 +190,7 @@ def _claim(job_id: str, worker: str) -> Claim | JobStatus | None:
                 message="running" if job.attempts == 0 else f"resumed (attempt {job.attempts + 1})",
             )
         except IllegalTransition as refused:
-            return refused.current
+            return refused.current, None
         claim = Claim(
             job_id=job.id,
             worker=worker,
@@ -188,7 +202,7 @@ def _claim(job_id: str, worker: str) -> Claim | JobStatus | None:
         )
         if claim.parent_id is not None:
             settle_parent(session, claim.parent_id)
-        return claim
+        return claim, None
 
 
 def finish_claim(job_id: str, token: int, *, target: JobStatus, **fields: Any) -> JobStatus:
@@ -242,11 +256,6 @@ def _finish(
     """The status the job ended in, and its bulk parent (if it has one)."""
     fields = dict(fields)
     with session_scope() as session:
-        if fields.get("result") is not None:
-            reported = session.scalar(select(Job.result).where(Job.id == job_id)) or {}
-            fields["result"] = {**reported, **fields["result"]}  # what the job sent through result()
-        else:
-            fields.pop("result", None)
         try:
             job = transition(
                 session,
@@ -322,9 +331,3 @@ def _device_of(requested: str) -> str:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0]
         return f"cuda:{visible}" if visible else "cuda:0"
     return "cpu" if requested == "auto" else "cuda"
-
-
-def _json_safe(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    return json.loads(json.dumps(value, default=str))

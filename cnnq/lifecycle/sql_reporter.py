@@ -12,6 +12,7 @@ retried with backoff, and after `CNNQ_DB_OUTAGE_SECONDS` the job stops with `Dat
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from cnnq.db.outage import DatabaseUnavailable, is_outage, retrying
 from cnnq.db.records import (
     CURVE_PREFIX,
     append_log,
+    inputs_written_by,
     insert_predictions,
     record_artifact,
     record_metrics,
@@ -46,6 +48,7 @@ _PROGRESS_EVERY_SECONDS = 0.5
 class SqlReporter:
     """Writes progress, metrics, artifacts, log lines and predictions of the run holding claim `token` of
     job `job_id`. `bulk_id` is the bulk job whose predictions these are (the job itself when alone).
+    `resumed`: the job resumes another (`--resume`, a retried shard), whose rows it skips too.
     Setting `stop` (its worker is stopping) makes the next `check_stop` raise `JobInterrupted`.
     `on_metrics` hears each step's metrics once they are recorded (a sweep's trial reports them to its
     study there, and may raise `JobPruned`: `cnnq.sweeps.pruning`)."""
@@ -56,12 +59,15 @@ class SqlReporter:
         token: int,
         bulk_id: str | None = None,
         stop: Event | None = None,
+        *,
+        resumed: bool = False,
         on_metrics: Callable[[int, Mapping[str, float]], None] | None = None,
     ) -> None:
         settings = get_settings()
         self.job_id = job_id
         self.token = token
         self.bulk_id = bulk_id or job_id
+        self.resumed = resumed
         self._stop = stop or Event()
         self._on_metrics = on_metrics
         self._poll_every = settings.cancel_poll_seconds
@@ -112,7 +118,8 @@ class SqlReporter:
         self._write(lambda session: append_log(session, self.job_id, [line]), "writing the log")
 
     def result(self, summary: Mapping[str, Any]) -> None:
-        self._write(lambda session: None, "recording the result", result=dict(summary))
+        stored = json.loads(json.dumps(dict(summary), default=str))  # paths and numpy numbers as JSON
+        self._write(lambda session: None, "recording the result", result=stored)
 
     def predictions(self, rows: Sequence[PredictionRow]) -> None:
         dicts = [row.as_dict() for row in rows]
@@ -122,9 +129,16 @@ class SqlReporter:
         )
 
     def done_inputs(self, inputs: Sequence[str]) -> set[str]:
-        return self._write(
-            lambda session: scored_inputs(session, self.bulk_id, list(inputs)), "reading scored inputs"
-        )
+        """Rows this job's earlier attempts wrote; a resumed job (`resumed`) also skips the rows of the
+        job it resumes. A shard's inputs are its own: no sibling writes them."""
+
+        def done(session: Session) -> set[str]:
+            found = inputs_written_by(session, self.job_id)
+            if self.resumed:
+                found |= scored_inputs(session, self.bulk_id, list(inputs))
+            return found & set(inputs)
+
+        return self._write(done, "reading scored inputs")
 
     def check_stop(self) -> None:
         if self._stop.is_set():

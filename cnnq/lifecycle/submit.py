@@ -15,12 +15,11 @@ from sqlalchemy import delete
 
 from cnnq.db.clock import db_now
 from cnnq.db.jobs import create_job, get_job
-from cnnq.db.outage import is_outage
+from cnnq.db.outage import database_unavailable, is_outage
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job, UnshardedInputs
 from cnnq.errors import ServiceUnavailable
-from cnnq.jobs.inputs import CALIBRATION_IMAGES, spread_sample
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, parse_spec
 from cnnq.lifecycle.broker import broker_problem, send_message
 from cnnq.lifecycle.bulk import BulkPlan, plan_shards, resolve_resume
@@ -64,15 +63,6 @@ def submit_job(spec: AnySpec, placement: Placement, *, message: str | None = Non
     return job_id
 
 
-def database_unavailable(error: BaseException, consequence: str = "nothing was queued") -> ServiceUnavailable:
-    """One line that names the (masked) database that did not answer."""
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    return ServiceUnavailable(
-        f"the database {mask_url(get_settings().database_url)} does not answer ({reason}); "
-        f"{consequence + '. ' if consequence else ''}Check CNNQ_DATABASE_URL, or try again when it is back"
-    )
-
-
 def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tuple[str, list[str]]:
     """Commit the job's rows, already stamped as sent; returns its id and the ids that get messages."""
     with session_scope() as session:
@@ -91,14 +81,11 @@ def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tu
         leaves = [job]
         if plan is not None:
             job.message = message or _bulk_message(plan)
-            calibration = spread_sample(plan.inputs, CALIBRATION_IMAGES)
             leaves = [
                 create_job(
                     session,
                     kind=spec.kind,
-                    spec=spec.model_copy(
-                        update={"paths": paths, "calibration_paths": calibration}
-                    ).model_dump(mode="json"),
+                    spec=spec.model_copy(update={"inputs": paths}).model_dump(mode="json"),
                     queue=queue,
                     priority=priority,
                     parent_id=job.id,

@@ -142,25 +142,3 @@ def check_input(
         raise UserError(f"--pretrained: {info.name} has no pretrained weights; only {with_weights} do")
     if in_channels not in (1, 3):
         raise UserError(f"--pretrained: ImageNet weights take 1 or 3 channels, not {in_channels}")
-
-
-def check_model(
-    name: str, *, in_channels: int, image_size: int, pretrained: bool = False, weights: Path | None = None
-) -> None:
-    """Refuse (UserError) what `registry.build_model` would fail on, without torch: the input, and with
-    `pretrained` the weights file (found, and holding every backbone tensor in the right shape)."""
-    from cnnq.models import weights as weight_files  # both read this table: imported here, not above
-    from cnnq.models.backbones import backbone_shapes
-
-    info = model_info(name)
-    check_input(info, in_channels=in_channels, image_size=image_size, pretrained=pretrained, weights=weights)
-    if pretrained:
-        path = weight_files.locate_weights(info.name, weights)
-        weight_files.fitting_keys(
-            backbone_shapes(info.name, in_channels),
-            weight_files.read_tensor_shapes(path),
-            name=info.name,
-            path=path,
-            first_conv=FIRST_CONV[info.family],
-            head=HEAD[info.family],
-        )

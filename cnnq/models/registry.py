@@ -21,12 +21,12 @@ from cnnq.models.catalog import (
     HEAD,
     ModelInfo,
     check_input,
-    check_model,
     input_variant,
     model_info,
     model_names,
 )
 from cnnq.models.torchvision_zoo import build_torchvision_model
+from cnnq.models.weights import check_model
 
 __all__ = [
     "ALIASES",

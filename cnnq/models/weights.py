@@ -4,7 +4,8 @@ The file is torchvision's own (its hub cache, or one the user names with `--weig
 backbone must match it tensor for tensor; the head takes the file's tensors only where their shapes
 fit (a different number of classes, or the small-input head, starts fresh). For one input channel
 the RGB filters of the first convolution are summed, which gives exactly the response the RGB net
-has to the grayscale image repeated in three channels.
+has to the grayscale image repeated in three channels. `check_model` checks a model choice, its
+weights file included, without torch (`cnnq submit`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnq.errors import UserError
-from cnnq.models.catalog import model_info
+from cnnq.models.backbones import backbone_shapes
+from cnnq.models.catalog import FIRST_CONV, HEAD, check_input, model_info
 from cnnq.torch_file import TensorShape, UnreadableTorchFile, read_torch_file
 
 if TYPE_CHECKING:  # only reading the tensors needs torch; finding and checking a file does not
@@ -154,3 +156,22 @@ def _fitted(tensor: torch.Tensor, target: torch.Tensor, first_conv: bool) -> tor
     if first_conv and target.shape[1] == 1 and tensor.shape[1] == 3:
         return tensor.sum(dim=1, keepdim=True)
     return tensor
+
+
+def check_model(
+    name: str, *, in_channels: int, image_size: int, pretrained: bool = False, weights: Path | None = None
+) -> None:
+    """Refuse (UserError) what `registry.build_model` would fail on, without torch: the input, and with
+    `pretrained` the weights file (found, and holding every backbone tensor in the right shape)."""
+    info = model_info(name)
+    check_input(info, in_channels=in_channels, image_size=image_size, pretrained=pretrained, weights=weights)
+    if pretrained:
+        path = locate_weights(info.name, weights)
+        fitting_keys(
+            backbone_shapes(info.name, in_channels),
+            read_tensor_shapes(path),
+            name=info.name,
+            path=path,
+            first_conv=FIRST_CONV[info.family],
+            head=HEAD[info.family],
+        )

@@ -21,7 +21,7 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from sqlalchemy.engine import make_url
 
 from cnnq.settings import get_settings
@@ -35,11 +35,22 @@ log = logging.getLogger(__name__)
 ASHA_REDUCTION_FACTOR = 3
 """ASHA and Hyperband keep the best third of the trials at each rung: epochs 1, 3, 9, ..."""
 
-_storages: dict[tuple[str, int], RDBStorage] = {}
+try:  # private to Optuna (5.0): without it every ask and tell reads the whole study again, slower only
+    from optuna.storages._cached_storage import _CachedStorage
+except ImportError:  # pragma: no cover
+    _CachedStorage = None  # type: ignore[assignment,misc]
+
+_storages: dict[tuple[str, int], BaseStorage] = {}
 
 
-def storage() -> RDBStorage:
-    """Optuna's storage on cnnq's database, made once per process (and per URL)."""
+def storage() -> BaseStorage:
+    """Optuna's storage on cnnq's database, made once per process (and per URL).
+
+    Wrapped in Optuna's own `_CachedStorage`, as `load_study` would wrap it, but once per process: it keeps
+    the trials that have finished (which never change again) and reads only the others and the new ones
+    again, so the asks, tells and pruning checks of a long-lived process read a sweep's whole history once.
+    Its one blind spot, a trial created before one that finished but committed after it was read, cannot
+    happen: trials are only created by the holder of the sweep's lease (`cnnq.sweeps.trials`)."""
     url = get_settings().database_url
     key = (url, os.getpid())
     if key not in _storages:
@@ -51,11 +62,12 @@ def storage() -> RDBStorage:
             if parsed.drivername == "postgresql":
                 parsed = parsed.set(drivername="postgresql+psycopg")
             engine_kwargs = {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 4}
-        _storages[key] = RDBStorage(
+        backend = RDBStorage(
             parsed.render_as_string(hide_password=False),
             engine_kwargs=engine_kwargs,
             skip_compatibility_check=True,
         )
+        _storages[key] = backend if _CachedStorage is None else _CachedStorage(backend)
     return _storages[key]
 
 

@@ -9,14 +9,13 @@ trials (`cnnq.sweeps.trials`).
 from __future__ import annotations
 
 from cnnq.db.jobs import create_job, new_job_id, transition
-from cnnq.db.outage import is_outage
+from cnnq.db.outage import database_unavailable, is_outage
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Sweep
 from cnnq.errors import ServiceUnavailable
 from cnnq.lifecycle.broker import broker_problem
 from cnnq.lifecycle.queues import queue_for
-from cnnq.lifecycle.submit import database_unavailable
 from cnnq.sweeps.spec import SWEEP_KIND, SweepSpec
 from cnnq.sweeps.trials import advance_sweep
 

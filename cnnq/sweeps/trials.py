@@ -2,15 +2,18 @@
 each ended, and ending the sweep. There is no controller process.
 
 `advance_sweep` runs wherever a sweep may have moved: in the process that ended one of its trials
-(`cnnq.lifecycle.claim.finish_claim`: a worker's job process, or the worker itself after a kill), in
-`cnnq sweep` right after recording it, in `cnnq cancel`, and in every worker's heartbeat sweep for a sweep
-that looks stuck (`top_up_sweeps`: a trial ended that the study was not told of, or there is room and no
-trial waits, as after every worker died).
+(`cnnq.lifecycle.claim.finish_claim`: a worker's job process, or the worker itself after a kill; or
+`claim_job`, for a trial that ends as it is claimed, cancelled or out of attempts), in `cnnq sweep` right
+after recording it, in `cnnq cancel` (of the sweep or of one queued trial), and in every worker's heartbeat
+sweep for a sweep that looks stuck (`top_up_sweeps`: a trial ended that the study was not told of, or there
+is room and no trial waits, as after every worker died).
 
 Exactly once:
 - One process at a time advances a sweep: the holder of its lease (`sweeps.leased_by`, taken by a
-  conditional UPDATE on the database's clock, free again after `LEASE_SECONDS`: a process that dies holding
-  it holds the sweep up that long at most).
+  conditional UPDATE on the database's clock, free again after `LEASE_SECONDS`). The holder's name says
+  which machine and process holds it: a process on the same machine takes over at once the lease of a
+  holder that is dead (a job process killed mid-advance, taken over by its own worker); a holder on
+  another machine holds the sweep up `LEASE_SECONDS` at most.
 - A trial's job is inserted in the transaction that first locks the sweep's job row (a conditional UPDATE
   that only a running, uncancelled sweep matches; `request_cancel` takes the same lock first), and only if
   its (sweep, number) row is missing and the sweep has fewer rows than `--trials`: a repeated or
@@ -25,11 +28,16 @@ Exactly once:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -80,10 +88,9 @@ def advance_sweep(sweep_id: str, *, wait: float = 0.0) -> list[str]:
     if holder is None:
         return []
     try:
-        _advance(sweep_id)
+        return _advance(sweep_id)
     finally:
         _release_lease(sweep_id, holder)
-    return send_trials(sweep_id)
 
 
 def top_up_sweeps() -> list[str]:
@@ -137,24 +144,61 @@ def trial_rows(session: Session, sweep_id: str) -> list[TrialRow]:
 
 
 def _take_lease(sweep_id: str, wait: float) -> str | None:
-    holder = uuid.uuid4().hex
+    holder = f"{_machine()}:{os.getpid()}:{uuid.uuid4().hex}"
     deadline = time.monotonic() + wait
     while True:
         with session_scope() as session:
+            free = Sweep.leased_by.is_(None) | (Sweep.leased_at < db_ago(LEASE_SECONDS))
+            current = session.scalar(select(Sweep.leased_by).where(Sweep.job_id == sweep_id))
+            dead = current is not None and _holder_dead(current)
+            if dead:
+                free = free | (Sweep.leased_by == current)
             taken = session.execute(
                 update(Sweep)
-                .where(
-                    Sweep.job_id == sweep_id,
-                    Sweep.leased_by.is_(None) | (Sweep.leased_at < db_ago(LEASE_SECONDS)),
-                )
+                .where(Sweep.job_id == sweep_id, free)
                 .values(leased_by=holder, leased_at=db_now())
                 .execution_options(synchronize_session=False)
             ).rowcount
         if taken:
+            if dead:
+                log.info("sweep %s: took over the lease of %s, which died holding it", sweep_id, current)
             return holder
         if time.monotonic() >= deadline:
             return None
-        time.sleep(0.1)
+        time.sleep(0.05)
+
+
+@functools.cache
+def _machine() -> str:
+    """This machine and process namespace, in 16 characters: a pid means the same process only within it
+    (containers on one host may share a hostname, never a pid namespace and boot)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pid_namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: no process is ever judged dead, leases lapse after LEASE_SECONDS
+        return "unknown"
+    return hashlib.sha1(f"{socket.gethostname()}|{boot}|{pid_namespace}".encode()).hexdigest()[:16]
+
+
+def _holder_dead(holder: str) -> bool:
+    """Whether the lease holder `holder` is a process of this machine that no longer runs (a zombie,
+    killed and not yet reaped, is dead too). Unsure (another machine, an old name): not dead."""
+    machine, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if machine == "unknown" or machine != _machine() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _release_lease(sweep_id: str, holder: str) -> None:
@@ -170,7 +214,8 @@ def _release_lease(sweep_id: str, holder: str) -> None:
 # --- one advance, under the lease ----------------------------------------------------------------------
 
 
-def _advance(sweep_id: str) -> None:
+def _advance(sweep_id: str) -> list[str]:
+    """Tell, ask, send the new trials' messages at once (a worker waits for them), then settle."""
     from cnnq.sweeps.study import load_study
 
     with session_scope() as session:
@@ -184,7 +229,9 @@ def _advance(sweep_id: str) -> None:
     study = load_study(sweep_id, spec)
     _tell_ended(study, spec, sweep_id)
     _ask(study, spec, sweep_id)
+    sent = send_trials(sweep_id)
     _settle(spec, sweep_id)
+    return sent
 
 
 def _tell_ended(study: optuna.Study, spec: SweepSpec, sweep_id: str) -> None:

@@ -54,10 +54,14 @@ PRELOADED = (
 """Imported by a job process before its first job arrives: torchvision, onnxruntime, the job code."""
 
 
-def die_with_parent(parent_pid: int) -> None:
+def die_with_parent(signum: int, parent_pid: int | None = None) -> None:
+    """Have the kernel send this process `signum` when its parent dies (Linux). With `parent_pid`, also
+    exit if that parent is gone already or goes later (the signal is lost if it died before it was set):
+    a watcher thread, so not for a `preexec_fn`, whose threads the `exec` ends."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    if parent_pid is None:
+        return
     if os.getppid() != parent_pid:
         os._exit(1)
 
@@ -129,7 +133,7 @@ def job_process_main(link: Connection, worker: str, parent_pid: int) -> None:
     """The job process: its own process group (a terminal's Ctrl-C or a `kill` of the worker's group
     reaches its worker, which then asks it to stop), SIGTERM asks its job to stop at the next check and
     go back to the queue, SIGINT is left to the worker."""
-    die_with_parent(parent_pid)
+    die_with_parent(signal.SIGKILL, parent_pid)
     os.setpgid(0, 0)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())

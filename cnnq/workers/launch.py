@@ -10,7 +10,7 @@ workers of one host never oversubscribe its cores.
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import os
 import signal
 import socket
@@ -22,8 +22,7 @@ from cnnq.errors import UserError
 from cnnq.lifecycle.queues import CPU_QUEUE, DEFAULT_QUEUE, GPU_QUEUE, gpu_queue
 from cnnq.settings import get_settings, usable_cores
 from cnnq.workers.gpus import visible_gpus
-
-_PR_SET_PDEATHSIG = 1
+from cnnq.workers.job_process import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -95,16 +94,14 @@ def _unique(queues: list[str]) -> list[str]:
     return list(dict.fromkeys(queues))
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def run_workers(plans: list[WorkerPlan]) -> int:
     """Start the planned worker processes and wait for all of them; returns the worst exit code."""
     processes = [
         subprocess.Popen(
-            plan.command(), env={**os.environ, **plan.env}, preexec_fn=_die_with_parent, process_group=0
+            plan.command(),
+            env={**os.environ, **plan.env},
+            preexec_fn=functools.partial(die_with_parent, signal.SIGTERM),
+            process_group=0,
         )
         for plan in plans
     ]

@@ -92,11 +92,11 @@ def test_poison_inputs_are_flagged_and_every_shard_succeeds(  # type: ignore[no-
 
     exported = cli("results", bulk["id"])
     assert exported.code == 0, exported.stderr
-    rows = {row["path"]: row for row in csv.DictReader(io.StringIO(exported.stdout))}
+    rows = {row["input"]: row for row in csv.DictReader(io.StringIO(exported.stdout))}
     assert sorted(rows) == sorted(inputs)
     assert {path: row["error"] for path, row in rows.items() if row["error"]} == poison
     for path, row in rows.items():
         if path not in poison:
-            assert row["label"] in ("NORMAL", "PNEUMONIA") and 0 <= float(row["probability"]) <= 1, row
+            assert row["label"] in ("NORMAL", "PNEUMONIA") and 0 <= float(row["score"]) <= 1, row
     flagged = cli("results", bulk["id"], "--only", "flagged")
-    assert {row["path"]: row["error"] for row in csv.DictReader(io.StringIO(flagged.stdout))} == poison
+    assert {row["input"]: row["error"] for row in csv.DictReader(io.StringIO(flagged.stdout))} == poison

@@ -15,13 +15,14 @@ import torch
 from sqlalchemy import func, select
 
 from cnnq.db.jobs import create_job, get_job
-from cnnq.db.records import MODEL_ARTIFACT, record_artifact
+from cnnq.db.records import record_artifact
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job
 from cnnq.file_digest import file_sha256
 from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.models.registry import build_model
+from cnnq.outputs import MODEL_ARTIFACT
 from tests.sample_data import make_chest_xray
 
 INFO = ModelInfo("simple-cnn", 1, 32, ["NORMAL", "PNEUMONIA"], (0.5,), (0.25,))
@@ -115,8 +116,8 @@ def test_a_succeeded_job_is_taken_and_the_job_refuses_a_model_file_changed_since
     )
     assert submitted.code == 0, submitted.stderr
     infer = json.loads(submitted.stdout)
-    assert infer["spec"]["checkpoint"] == str(model_file)
-    assert infer["spec"]["checkpoint_sha256"] == file_sha256(model_file)
+    assert infer["spec"]["model_file"] == str(model_file)
+    assert infer["spec"]["model_file_sha256"] == file_sha256(model_file)
 
     write_model(model_file, seed=1)  # other weights in the same file, after the submit
     assert execute_job(infer["id"]) == JobStatus.FAILED

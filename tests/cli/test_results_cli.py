@@ -5,18 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image
 
-from cnnq.db.results import bulk_summary
-from cnnq.db.session import session_scope
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import train_job
+from tests.conftest import cnnq_command
 from tests.sample_data import make_chest_xray
 from tests.sample_poison import write_huge_png
 
@@ -65,30 +66,53 @@ def test_csv_to_standard_output_has_one_row_per_input(cli, infer_job_id: str, tr
     result = cli("results", infer_job_id)
     assert result.code == 0, result.stderr
     records = list(csv.DictReader(io.StringIO(result.stdout)))
-    assert [r["path"] for r in records] == _files(archive)
-    assert list(records[0]) == ["path", "label", "probability", "error", "p_NORMAL", "p_PNEUMONIA"]
+    assert [r["input"] for r in records] == _files(archive)
+    assert list(records[0]) == ["input", "label", "score", "error", "p_NORMAL", "p_PNEUMONIA"]
     for record in records:
-        name = Path(record["path"]).name
+        name = Path(record["input"]).name
         if name in BROKEN:
-            assert record["error"] == BROKEN[name] and record["label"] == "" and record["probability"] == ""
+            assert record["error"] == BROKEN[name] and record["label"] == "" and record["score"] == ""
         else:
             assert record["label"] in ("NORMAL", "PNEUMONIA") and record["error"] == ""
-            assert float(record["probability"]) == pytest.approx(float(record["p_PNEUMONIA"]))
+            assert float(record["score"]) == pytest.approx(float(record["p_PNEUMONIA"]))
 
 
 def test_only_flagged_and_only_positive(cli, infer_job_id: str, trained) -> None:  # type: ignore[no-untyped-def]
     flagged = list(csv.DictReader(io.StringIO(cli("results", infer_job_id, "--only", "flagged").stdout)))
-    assert {Path(r["path"]).name: r["error"] for r in flagged} == BROKEN
+    assert {Path(r["input"]).name: r["error"] for r in flagged} == BROKEN
 
     positive = list(csv.DictReader(io.StringIO(cli("results", infer_job_id, "--only", "positive").stdout)))
     everything = list(csv.DictReader(io.StringIO(cli("results", infer_job_id).stdout)))
-    assert positive == [r for r in everything if r["label"] == "PNEUMONIA"]
-    with session_scope() as session:
-        summary = bulk_summary(session, infer_job_id)
-    assert summary["positive"] == len(positive) > 0
-    assert summary["flagged"] == 2 and summary["flag_reasons"] == {reason: 1 for reason in BROKEN.values()}
-    assert summary["rows"] == len(everything) == summary["scored"] + summary["flagged"]
-    assert summary["positive_class"] == "PNEUMONIA" and summary["shards"] == {}
+    assert positive == [r for r in everything if r["label"] == "PNEUMONIA"] and len(positive) > 0
+
+
+def _glossary_csv_names() -> list[str]:
+    """The CSV column of `docs/architecture.md`'s glossary table: every name it gives there."""
+    doc = Path(__file__).parents[2] / "docs" / "architecture.md"
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| **")]
+    cells = [re.split(r"(?<!\\)\|", row)[1:-1] for row in rows]
+    assert cells and all(len(row) == 6 for row in cells), "the glossary table has six columns"
+    return [name for row in cells for name in re.findall(r"`([^`]+)`", row[4])]
+
+
+def test_cnnq_results_and_the_dashboard_download_write_the_glossary_columns(
+    infer_job_id: str, trained: tuple[Path, Path]
+) -> None:
+    """One CSV: `cnnq results` (its own process) and the dashboard's download button (`results_csv`)
+    write the same header and rows, and the columns are the glossary's names."""
+    from cnnq.dashboard.review import results_csv
+
+    exported = subprocess.run(
+        [*cnnq_command(), "results", infer_job_id], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert exported.returncode == 0, exported.stderr
+    downloaded = results_csv(infer_job_id).decode()
+    header = exported.stdout.splitlines()[0].split(",")
+    assert downloaded.splitlines()[0].split(",") == header
+    assert downloaded == exported.stdout and len(exported.stdout.splitlines()) == len(_files(trained[1])) + 1
+    glossary = _glossary_csv_names()
+    assert header == [*(name for name in glossary if "<" not in name), "p_NORMAL", "p_PNEUMONIA"]
+    assert "p_<class>" in glossary
 
 
 def test_parquet_and_csv_files(cli, infer_job_id: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -99,11 +123,9 @@ def test_parquet_and_csv_files(cli, infer_job_id: str, tmp_path: Path) -> None: 
     table = pd.read_parquet(out)
     from_csv = pd.read_csv(io.StringIO(cli("results", infer_job_id).stdout))
     assert list(table.columns) == list(from_csv.columns)
-    assert table["path"].tolist() == from_csv["path"].tolist()
-    assert table["probability"].fillna(-1).tolist() == pytest.approx(
-        from_csv["probability"].fillna(-1).tolist()
-    )
-    assert str(table["probability"].dtype) == "float64"
+    assert table["input"].tolist() == from_csv["input"].tolist()
+    assert table["score"].fillna(-1).tolist() == pytest.approx(from_csv["score"].fillna(-1).tolist())
+    assert str(table["score"].dtype) == "float64"
 
     csv_out = tmp_path / "flagged.csv"
     assert cli("results", infer_job_id, "--only", "flagged", "--out", csv_out).code == 0
@@ -127,7 +149,7 @@ def test_explain_writes_a_heatmap_over_the_image(cli, cnnq_env, trained, tmp_pat
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["label"] in ("NORMAL", "PNEUMONIA") and report["explained_class"] == report["label"]
-    assert report["probability"] == pytest.approx(report["probabilities"]["PNEUMONIA"])
+    assert report["score"] == pytest.approx(report["probabilities"]["PNEUMONIA"])
     heat = Image.open(out)
     assert heat.mode == "RGB" and heat.size == Image.open(image).size
 

@@ -72,7 +72,7 @@ def test_up_starts_an_embedded_redis_and_a_worker_and_down_stops_them(cli, use_s
 def test_the_embedded_redis_password_is_in_a_private_file_not_on_the_command_line(  # type: ignore[no-untyped-def]
     use_settings, style: str
 ) -> None:
-    from cnnq.workers.local_stack import ensure_broker, stop_service
+    from cnnq.cli.local_stack import ensure_broker, stop_service
 
     port = free_port()
     quoted = quote(AWKWARD_PASSWORD, safe="")

@@ -85,7 +85,7 @@ def _fill(root: Path, broker_url: str) -> FilledDatabase:
         failed = create_job(
             session,
             kind="eval",
-            spec={"kind": "eval", "model_from": xray["id"], "checkpoint": str(root / "gone" / "best.pt")},
+            spec={"kind": "eval", "model_from": xray["id"], "model_file": str(root / "gone" / "best.pt")},
             queue="local",
         ).id
     execute_job(failed, worker="test-worker@dashboard")

@@ -217,12 +217,14 @@ def test_jobs_table_and_training_curves_in_a_browser(
     page.goto(f"{dashboard_url}/job?job={filled_database.mnist_train}")
     page.get_by_role("heading", name=filled_database.mnist_train).wait_for()
     plots = page.locator(".js-plotly-plot")
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 4")
-    assert plots.count() == 4
-    loss = plots.filter(has_text="Loss").first
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+    assert plots.count() == 1  # loss, accuracy, learning rate and images/s: four panels of one chart
+    by_epoch = plots.filter(has_text="Training by epoch").first
+    loss = by_epoch.locator(".cartesianlayer .subplot.xy")  # the top-left panel
     assert loss.locator(".scatterlayer .trace").count() == 2  # train and validation
     assert loss.locator(".scatterlayer .point").count() == 4  # two epochs each
-    assert "validation" in loss.inner_text()
+    assert by_epoch.locator(".scatterlayer .trace").count() == 6
+    assert "validation loss" in by_epoch.inner_text() and "Loss" in by_epoch.inner_text()
     _no_exception(page)
     time.sleep(1)  # let plotly finish its transitions before the picture
     _save_screenshot(page, tmp_path, "job.png")

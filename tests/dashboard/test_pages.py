@@ -160,19 +160,36 @@ def test_job_page_shows_training_curves_per_epoch(
     epochs = [h for h in history if "train_loss" in h]
     assert len(epochs) == 2
     shown = figures(app)
-    assert set(shown) >= {"Loss", "Accuracy", "Learning rate", "Images per second"}
-    loss = traces(shown["Loss"])
-    assert list(values(loss["train"].x)) == [1, 2]
-    assert np.allclose(values(loss["train"].y), [h["train_loss"] for h in epochs])
-    assert np.allclose(values(loss["validation"].y), [h["val_loss"] for h in epochs])
-    accuracy = traces(shown["Accuracy"])
-    assert np.allclose(values(accuracy["validation"].y), [h["val_accuracy"] for h in epochs])
-    assert np.allclose(values(shown["Learning rate"].data[0].y), [h["lr"] for h in epochs])
-    assert all(v > 0 for v in values(shown["Images per second"].data[0].y))
+    assert "Training by epoch" in shown and len(app.get("plotly_chart")) == 1  # four panels, one chart
+    by_epoch = shown["Training by epoch"]
+    panels = [a.text for a in by_epoch.layout.annotations]
+    assert panels[:4] == ["Loss", "Accuracy", "Learning rate", "Images per second"]
+    curves = traces(by_epoch)
+    assert list(values(curves["train loss"].x)) == [1, 2]
+    for name, column in (
+        ("train loss", "train_loss"),
+        ("validation loss", "val_loss"),
+        ("train accuracy", "train_accuracy"),
+        ("validation accuracy", "val_accuracy"),
+        ("learning rate", "lr"),
+        ("images per second", "images_per_second"),
+    ):
+        assert np.allclose(values(curves[name].y), [h[column] for h in epochs]), name
+    # Each curve in its own panel: loss top left, accuracy top right, lr and images/s below.
+    assert [curves[n].xaxis for n in ("train loss", "validation accuracy", "learning rate")] == [
+        "x",
+        "x2",
+        "x3",
+    ]
+    assert curves["images per second"].xaxis == "x4" and all(
+        v > 0 for v in values(curves["images per second"].y)
+    )
     assert metrics(app)["epochs"] == "2 / 2"
     best = max(epochs, key=lambda h: (h["val_accuracy"], h["epoch"]))
     assert metrics(app)["best val_accuracy"] == f"{best['val_accuracy']:.4g}"
-    assert any(shape.type == "line" for shape in shown["Loss"].layout.shapes)  # the best epoch, marked
+    best_lines = [s for s in by_epoch.layout.shapes if s.type == "line"]  # the best epoch, marked
+    best_epoch = max(epochs, key=lambda h: h["val_accuracy"])["epoch"]  # the first best, as the page
+    assert {s.xref for s in best_lines} == {"x", "x2"} and {s.x0 for s in best_lines} == {best_epoch}
     # Times, from the job's row.
     trained = job_object(filled_database.mnist_train)
     started = trained["started_at"][:19].replace("T", " ") + " UTC"
@@ -235,7 +252,28 @@ def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, d
     assert metrics(app)["specificity"] == f"{stored['specificity']:.3f}"
     (_, fp), (_, tp) = result["confusion_matrix"]
     assert metrics(app)["PPV"] == (f"{tp / (tp + fp):.3f}" if tp + fp else "nan")
-    assert "Precision-recall curve" in shown
+    assert roc_title.endswith("and Precision-recall curve") and "Precision-recall curve" not in shown
+    chosen = roc["chosen threshold"]  # the precision-recall panel, beside the ROC curve, at the same point
+    assert chosen.xaxis == "x2" and roc["precision-recall"].xaxis == "x2"
+    assert f"{values(chosen.x)[0]:.3f}" == metrics(app)["sensitivity"]
+    assert f"{values(chosen.y)[0]:.3f}" == metrics(app)["PPV"]
+    # The AUC's 95% interval: the evaluation's percentile bootstrap, as its report stores it.
+    interval = result["roc_auc_interval"]
+    assert interval["method"] == "percentile bootstrap"
+    assert interval["low"] <= stored["roc_auc"] <= interval["high"]
+    auc_caption = f"95% CI {interval['low']:.3f}–{interval['high']:.3f}"
+    assert metrics(app)["ROC AUC"] == f"{stored['roc_auc']:.3f}"
+    assert auc_caption in [c.value for c in app.caption]
+    # A report from before the interval was stored shows the AUC with no interval, not another method's.
+    from cnnq.db.jobs import get_job
+    from cnnq.db.session import session_scope
+
+    with session_scope() as session:
+        row = get_job(session, filled_database.xray_eval)
+        row.result = {k: v for k, v in row.result.items() if k != "roc_auc_interval"}
+    app.run()
+    assert metrics(app)["ROC AUC"] == f"{stored['roc_auc']:.3f}"
+    assert len([c for c in app.caption if c.value.startswith("95% CI")]) == 4  # the four Wilson ones
     app.slider(key="clinical_threshold").set_value(0.0).run()  # everything positive
     assert metrics(app)["sensitivity"] == "1.000" and metrics(app)["specificity"] == "0.000"
     # An evaluation links to its training job, and the training job back to it and to the bulk job.
@@ -246,17 +284,29 @@ def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, d
 
 
 def test_bulk_parent_page_shows_its_shards_and_counts(
-    filled_database: FilledDatabase, dashboard_env: dict
+    filled_database: FilledDatabase, dashboard_env: dict, cli: Any
 ) -> None:
+    from sqlalchemy import func, select
+
     from cnnq.db.records import prediction_counts
     from cnnq.db.session import session_scope
+    from cnnq.db.tables import Prediction
 
     app = open_page("screens/job.py", job=filled_database.bulk)
     with session_scope() as session:
         counts = prediction_counts(session, filled_database.bulk, "PNEUMONIA")
+        positive = session.scalar(
+            select(func.count()).where(
+                Prediction.bulk_id == filled_database.bulk, Prediction.label == "PNEUMONIA"
+            )
+        )
     cards = metrics(app)
     assert (cards["shards"], int(cards["inputs"]), int(cards["flagged"])) == ("3", counts["inputs"], 3)
-    assert int(cards["positive (PNEUMONIA)"]) == counts["positive"]
+    assert int(cards["positive (PNEUMONIA)"]) == counts["positive"] == positive > 0
+    # `cnnq show --json` counts the same positives as the page and SQL (it once said 0).
+    shown = cli("show", filled_database.bulk, "--json")
+    assert shown.code == 0, shown.stderr
+    assert json.loads(shown.stdout)["predictions"] == counts
     shards = table_with(app, "shard")
     assert len(shards) == 3 and set(shards["status"]) == {"SUCCEEDED"}
     assert "attempts" in app.markdown[0].value
@@ -321,10 +371,23 @@ def test_compare_overlays_curves_and_tables_differences(
         assert row["final val_accuracy"] == pytest.approx(job["metrics"]["val_accuracy"])
         best = max(h["val_accuracy"] for h in job["history"] if "val_accuracy" in h)
         assert row["best val_accuracy"] == pytest.approx(best)
-    shown = figures(app)
-    assert sorted(trace["name"] for trace in shown["Validation accuracy"]["data"]) == sorted(runs)
-    assert len({trace["line"]["color"] for trace in shown["Validation accuracy"]["data"]}) == 2
-    assert {len(trace["x"]) for trace in shown["Training loss"]["data"]} == {2}
+    shown = figures(app)["Curves by epoch"]  # four panels, one chart
+    assert [a.text for a in shown.layout.annotations] == [
+        "Validation accuracy",
+        "Validation loss",
+        "Training accuracy",
+        "Training loss",
+    ]
+    for metric in ("val_accuracy", "val_loss", "train_accuracy", "train_loss"):
+        panel = {trace.name: trace for trace in shown.data if trace.meta == metric}
+        assert sorted(panel) == sorted(runs)
+        for job_id, trace in panel.items():
+            epochs = [h for h in job_object(job_id)["history"] if metric in h]
+            assert np.allclose(values(trace.y), [h[metric] for h in epochs]), (metric, job_id)
+            assert len(values(trace.x)) == 2
+    colors = {trace.name: trace.line.color for trace in shown.data}
+    assert len(set(colors.values())) == 2  # one colour per run, the same in every panel
+    assert all(trace.line.color == colors[trace.name] for trace in shown.data)
     # Every hyperparameter used, side by side, once asked for.
     app.toggle(key="differing_only").set_value(False).run()
     summary = table_with(app, "job").set_index("job")
@@ -351,11 +414,12 @@ def test_bulk_page_shows_shards_scores_and_flags(
     assert int(cards["inputs"]) == counts["inputs"] == len(files)
     assert int(cards["positive (PNEUMONIA)"]) == counts["positive"] > 0
     assert int(cards["flagged"]) == counts["flagged"] == 3  # two broken images and a text file
-    shown = figures(app)
-    assert len(values(shown["Progress by shard"].data[0].y)) == 3
-    assert values(shown["Distribution of scores"].data[0].y).sum() == counts["scored"]  # binned in SQL
-    threshold_lines = [s for s in shown["Distribution of scores"].layout.shapes if s.type == "line"]
-    assert len(threshold_lines) == 1
+    shown = figures(app)["Progress by shard and Distribution of scores"]  # two panels, one chart
+    bars = traces(shown)
+    assert len(values(bars["shards"].x)) == 3 and list(values(bars["shards"].x)) == [100.0] * 3
+    assert values(bars["inputs"].y).sum() == counts["scored"]  # binned in SQL
+    threshold_lines = [s for s in shown.layout.shapes if s.type == "line"]
+    assert len(threshold_lines) == 1 and threshold_lines[0].xref == "x2"
     top = table_with(app, "score")
     assert len(top) == 20 and list(top["score"]) == sorted(top["score"], reverse=True)
     assert all(url.startswith("data:image/png;base64,") for url in top["image"])
@@ -402,7 +466,7 @@ def test_bulk_page_shows_shards_scores_and_flags(
 
     assert (
         results_csv(filled_database.bulk).decode().splitlines()[0]
-        == "path,label,probability,error,p_NORMAL,p_PNEUMONIA"
+        == "input,label,score,error,p_NORMAL,p_PNEUMONIA"
     )
 
 
@@ -428,7 +492,7 @@ def test_xray_check_scores_an_upload_and_refuses_text(
     shown = metrics(app)
     assert shown["label"] in ("NORMAL", "PNEUMONIA")
     assert shown["threshold"] == f"{expected.threshold:.3f}"
-    positive = float(shown["probability of PNEUMONIA"])  # the probability the threshold applies to
+    positive = float(shown["score (probability of PNEUMONIA)"])  # the probability the threshold applies to
     assert 0.0 <= positive <= 1.0
     if abs(positive - expected.threshold) > 0.001:  # both are shown rounded to 3 places
         assert shown["label"] == ("PNEUMONIA" if positive >= expected.threshold else "NORMAL")
@@ -520,7 +584,7 @@ def test_job_page_follows_a_running_job_and_cancels_it(
         assert job_id is not None, "the training job did not finish two epochs"
         app = open_page("screens/job.py", job=job_id)
         assert "RUNNING" in app.markdown[0].value
-        epochs_shown = len(values(traces(figures(app)["Loss"])["train"].x))
+        epochs_shown = len(values(traces(figures(app)["Training by epoch"])["train loss"].x))
         with session_scope() as session:
             assert 2 <= epochs_shown <= len(metric_history(session, job_id))
         app.button(key="cancel").click().run()
@@ -549,6 +613,44 @@ def test_pages_read_a_postgresql_database(
     app = open_page("screens/jobs.py")
     assert list(table_with(app, "status")["id"]) == [job_id]
     app = open_page("screens/job.py", job=job_id)
-    assert list(values(traces(figures(app)["Loss"])["validation"].x)) == [1, 2]
+    assert list(values(traces(figures(app)["Training by epoch"])["validation loss"].x)) == [1, 2]
     app = open_page("screens/compare.py", jobs=job_id)
     assert list(table_with(app, "job")["job"]) == [job_id]
+
+
+def test_a_resume_job_shows_the_rows_of_the_job_it_resumed(
+    filled_database: FilledDatabase, dashboard_broker: str
+) -> None:
+    """`--resume` scores into the resumed job's rows: its Bulk and Job pages count and list them all."""
+    from sqlalchemy import delete, select
+
+    from cnnq.db.jobs import children_of
+    from cnnq.db.session import session_scope
+    from cnnq.db.status import JobStatus
+    from cnnq.db.tables import Prediction
+    from cnnq.lifecycle.claim import execute_job
+    from tests.dashboard.conftest import _cnnq_json
+
+    with session_scope() as session:
+        shards_before = [child.id for child in children_of(session, filled_database.bulk)]
+    with session_scope() as session:  # the four highest scores are lost: the resume job scores them again
+        mine = Prediction.bulk_id == filled_database.bulk
+        highest = select(Prediction.input).where(mine).order_by(Prediction.score.desc(), Prediction.input)
+        lost = session.scalars(highest.limit(4))
+        session.execute(delete(Prediction).where(mine, Prediction.input.in_(list(lost))))
+    resume = _cnnq_json(
+        "submit", "infer", "--model-from", filled_database.xray_train, "--input",
+        str(filled_database.chest_xray), "--resume", filled_database.bulk, "--num-workers", "0",
+    )["id"]  # fmt: skip
+    with session_scope() as session:  # four inputs are too few to shard: it runs as one job
+        assert children_of(session, resume) == []
+    assert execute_job(resume, worker="test-worker@dashboard") == JobStatus.SUCCEEDED
+    files = [p for p in filled_database.chest_xray.rglob("*") if p.is_file()]
+
+    app = open_page("screens/bulk.py", job=resume)
+    assert int(metrics(app)["inputs"]) == len(files)
+    rows = table_with(app, "score")  # highest scores first: the four it scored among the resumed job's
+    assert len(rows) == 20 and list(rows["shard"]).count(f"job?job={resume}") == 4
+    assert set(rows["shard"]) <= {f"job?job={shard}" for shard in [*shards_before, resume]}
+    app = open_page("screens/job.py", job=resume)
+    assert int(metrics(app)["inputs"]) == len(files)

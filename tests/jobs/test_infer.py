@@ -77,7 +77,7 @@ def archive(xray_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(model_file: Path, input: str, **options: object) -> InferSpec:
-    return InferSpec(model_from="train-test", checkpoint=model_file, input=input, **options)
+    return InferSpec(model_from="train-test", model_file=model_file, input=input, **options)
 
 
 def _truth(path: str) -> str | None:
@@ -107,12 +107,12 @@ def test_a_folder_gives_one_row_per_file_with_broken_files_flagged(
         assert row.score == pytest.approx(row.probabilities["PNEUMONIA"])
         assert row.label == ("PNEUMONIA" if row.score >= summary["threshold"] else "NORMAL")
 
-    stored = load_model_file(model_file).threshold
+    stored = load_model_file(model_file).info.threshold
     assert stored is not None and summary["threshold"] == pytest.approx(stored)
     assert summary["inputs"] == len(files)
     assert summary["scored"] == len(scored) and summary["flagged"] == len(BROKEN)
     assert summary["positive"] == sum(row.label == "PNEUMONIA" for row in scored)
-    assert summary["flag_reasons"] == {reason: 1 for reason in BROKEN.values()}
+    assert summary["errors"] == {error: 1 for error in BROKEN.values()}
     assert summary["engine"] == resolve_engine("auto", torch.device("cpu"))
     assert reporter.summary == summary
     assert reporter.progress_updates[-1][0] == pytest.approx(1.0)
@@ -183,7 +183,9 @@ def test_inputs_that_already_have_a_row_are_not_scored_again(
 def test_a_shard_scores_only_its_paths(model_file: Path, archive: Path, tmp_path: Path) -> None:
     inputs = list_inputs(str(archive))
     reporter = RecordingReporter()
-    summary = infer_job(_spec(model_file, str(archive), paths=inputs[2:7], num_workers=0), tmp_path, reporter)
+    summary = infer_job(
+        _spec(model_file, str(archive), inputs=inputs[2:7], num_workers=0), tmp_path, reporter
+    )
     assert list(reporter.rows) == inputs[2:7]
     assert summary["inputs"] == 5
 
@@ -201,8 +203,11 @@ def test_eager_and_onnx_agree_on_every_label(model_file: Path, archive: Path, tm
         assert (eager.label, eager.error) == (onnx.label, onnx.error), path
         if eager.score is not None:
             assert eager.score == pytest.approx(onnx.score, abs=1e-4)
-    # The export is cached beside the model file, keyed by its content.
-    assert len(list(model_file.parent.glob(f"{model_file.stem}.*.onnx"))) == 1
+    # The export is cached beside the model file, keyed by its content (with the int8 model that
+    # training quantized).
+    exports = {path.name for path in model_file.parent.glob(f"{model_file.stem}.*.onnx")}
+    fp32 = min(exports, key=len)
+    assert exports == {fp32, fp32.replace(".onnx", ".int8.onnx")}
 
 
 def test_threshold_option_overrides_the_stored_one(model_file: Path, archive: Path, tmp_path: Path) -> None:
@@ -245,9 +250,9 @@ def test_csv_output_has_every_input_once_even_after_a_second_delivery(
 
     with out.open(newline="") as file:
         records = list(csv.DictReader(file))
-    assert [r["path"] for r in records] == inputs
-    assert list(records[0]) == ["path", "label", "probability", "error", "p_NORMAL", "p_PNEUMONIA"]
-    flagged = {r["path"]: r["error"] for r in records if r["error"]}
+    assert [r["input"] for r in records] == inputs
+    assert list(records[0]) == ["input", "label", "score", "error", "p_NORMAL", "p_PNEUMONIA"]
+    flagged = {r["input"]: r["error"] for r in records if r["error"]}
     assert flagged == {str(archive / k): v for k, v in BROKEN.items()}
     assert second.artifacts["predictions"] == out and summary["output"] == str(out)
 

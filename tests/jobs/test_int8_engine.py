@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from cnnq.file_digest import file_sha256
 from cnnq.jobs import int8_engine
 from cnnq.jobs.checkpoint import ModelInfo, load_model_file, save_model_file
 from cnnq.jobs.engines import resolve_engine
 from cnnq.jobs.infer import Decision, infer_job
 from cnnq.jobs.inputs import spread_sample
-from cnnq.jobs.onnx_engine import int8_path_for, onnx_path_for
+from cnnq.jobs.onnx_engine import (
+    QUANTIZE_IMAGES,
+    OnnxEngine,
+    int8_path_for,
+    onnx_engine,
+    onnx_path_for,
+    quantize,
+)
 from cnnq.jobs.reporter import PredictionRow, RecordingReporter
-from cnnq.jobs.spec import InferSpec
+from cnnq.jobs.spec import InferSpec, parse_spec
 from cnnq.models.registry import build_model
 from tests.sample_data import make_chest_xray, train_confident_xray_model
 
-IMAGES = 400  # enough to pay for the sample, and then most of the job in int8
+IMAGES = 400  # enough to quantize on, and then most of the job in int8
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +60,22 @@ def _cached_int8(model_file: Path) -> Path:
     return int8_path_for(onnx_path_for(load_model_file(model_file), model_file.parent))
 
 
+def _measure(int8_file: Path) -> dict[str, str]:
+    return {prop.key: prop.value for prop in onnx.load(int8_file).metadata_props}
+
+
+def _restamp(int8_file: Path, **measure: str) -> None:
+    """Rewrite the measure the int8 file carries (a new file, as a job that quantizes writes it)."""
+    model = onnx.load(int8_file)
+    onnx.helper.set_model_props(model, _measure(int8_file) | measure)
+    onnx.save(model, int8_file.with_suffix(".tmp"))
+    os.replace(int8_file.with_suffix(".tmp"), int8_file)
+
+
 def _score(model_file: Path, chest: Path, workdir: Path, engine: str, **options: object) -> RecordingReporter:
     spec = InferSpec(
         model_from="train-test",
-        checkpoint=model_file,
+        model_file=model_file,
         input=str(chest / "test"),
         engine=engine,  # type: ignore[arg-type]
         num_workers=0,
@@ -86,8 +107,8 @@ def test_int8_gives_every_label_fp32_gives(model_file: Path, chest: Path, tmp_pa
     differences = [abs(int8.rows[p].score - row.score) for p, row in eager.rows.items()]
     assert max(differences) <= report["margin"]
     assert any(d > 1e-4 for d in differences)  # some scores really came from the int8 model
-    assert any("int8: quantized" in line for line in int8.lines)
-    assert _cached_int8(model_file).is_file()
+    assert any("int8: quantized" in line for line in int8.lines)  # an older model: on its first job's inputs
+    assert _measure(_cached_int8(model_file))["checked"] == str(QUANTIZE_IMAGES // 2)
 
 
 def test_images_near_the_threshold_are_scored_again_in_fp32(
@@ -126,45 +147,48 @@ def test_a_model_unsure_of_most_images_goes_back_to_fp32(chest: Path, tmp_path: 
     near = [abs(row.score - 0.5) <= report["margin"] for row in eager.rows.values()]
     assert sum(near) > int8_engine.MAX_RESCORED * IMAGES  # the premise: most images are uncertain
     assert report["fell_back_to_fp32"]
-    assert any("near the decision boundary and need fp32" in line for line in int8.lines)
+    assert any("of the images are near the boundary; scoring in fp32" in line for line in int8.lines)
     assert report["int8_scored"] + report["near_boundary_rescored"] < IMAGES // 2
     _assert_same_labels(int8.rows, eager.rows)
 
 
-def test_later_jobs_reuse_the_int8_model_and_spot_check_it(
+def test_training_quantizes_the_model_on_its_own_images(trained: Path, chest: Path, tmp_path: Path) -> None:
+    """The training job left an int8 file with its measure beside the model: no job quantizes again."""
+    measure = _measure(_cached_int8(trained))
+    # Up to QUANTIZE_IMAGES / 2 of each class from val and train (NORMAL 8 + 24, PNEUMONIA 8 + 48),
+    # every other one measured: 16 + 28.
+    assert measure["checked"] == "44" and 0 < float(measure["max_difference"]) <= int8_engine.MAX_ERROR
+
+    eager = _score(trained, chest, tmp_path / "eager", "eager")
+    int8 = _score(trained, chest, tmp_path / "int8", "onnx-int8")
+
+    _assert_same_labels(int8.rows, eager.rows)
+    report = int8.summary["engine_report"]
+    assert not any("int8: quantized" in line for line in int8.lines)
+    assert report["max_difference"] == pytest.approx(float(measure["max_difference"]), abs=1e-6)
+    assert report["int8_scored"] > IMAGES // 3 and not report["fell_back_to_fp32"]
+
+
+def test_later_jobs_reuse_the_int8_model_and_its_measure(
     model_file: Path, chest: Path, tmp_path: Path
 ) -> None:
-    _score(model_file, chest, tmp_path / "first", "onnx-int8")
+    first = _score(model_file, chest, tmp_path / "first", "onnx-int8")
     cached = _cached_int8(model_file)
     written = cached.stat().st_mtime_ns
-    first = int8_engine.read_record(cached, file_sha256(cached))
-    assert first.images == int8_engine.SAMPLE_IMAGES and first.max_difference > 0
 
     second = _score(model_file, chest, tmp_path / "second", "onnx-int8")
-    third = _score(model_file, chest, tmp_path / "third", "onnx-int8")
 
     assert cached.stat().st_mtime_ns == written
-    assert not any("int8: quantized" in line for line in second.lines + third.lines)
-    for job in (second, third):
-        report = job.summary["engine_report"]
-        assert report["checked_here"] == int8_engine.SPOT_IMAGES
-        assert report["fp32_scored"] - report["near_boundary_rescored"] == int8_engine.SPOT_IMAGES
-        assert report["max_difference"] >= round(first.max_difference, 6)  # the record's largest counts
-    record = int8_engine.read_record(cached, file_sha256(cached))
-    assert record.images == int8_engine.SAMPLE_IMAGES + 2 * int8_engine.SPOT_IMAGES
-    assert third.summary["engine_report"]["checked_in_all"] == record.images
-    assert any(
-        f"and {int8_engine.SAMPLE_IMAGES + int8_engine.SPOT_IMAGES} in earlier checks" in line
-        for line in third.lines
-    )
+    assert not any("int8: quantized" in line for line in second.lines)
+    report = second.summary["engine_report"]
+    assert report["max_difference"] == first.summary["engine_report"]["max_difference"]
+    assert report["fp32_scored"] == report["near_boundary_rescored"]  # no sample in fp32: only rescoring
+    assert report["int8_scored"] > IMAGES // 3
 
 
-def test_a_large_difference_on_record_widens_the_margin(
-    model_file: Path, chest: Path, tmp_path: Path
-) -> None:
+def test_a_large_measure_widens_the_margin(model_file: Path, chest: Path, tmp_path: Path) -> None:
     _score(model_file, chest, tmp_path / "first", "onnx-int8")
-    cached = _cached_int8(model_file)
-    int8_engine.add_to_record(cached, file_sha256(cached), 1, 0.03)  # one odd image, seen by an earlier job
+    _restamp(_cached_int8(model_file), max_difference="0.03")
 
     widened = _score(model_file, chest, tmp_path / "widened", "onnx-int8")
 
@@ -174,23 +198,12 @@ def test_a_large_difference_on_record_widens_the_margin(
     assert report["int8_scored"] > 0
 
 
-def test_a_record_of_another_int8_file_is_ignored(model_file: Path, chest: Path, tmp_path: Path) -> None:
-    _score(model_file, chest, tmp_path / "first", "onnx-int8")
-    cached = _cached_int8(model_file)
-    int8_engine.add_to_record(cached, "0" * 64, 10_000, 0.001)  # not this file's sha256
-
-    again = _score(model_file, chest, tmp_path / "again", "onnx-int8")
-
-    assert again.summary["engine_report"]["checked_here"] == int8_engine.SAMPLE_IMAGES
-    assert int8_engine.read_record(cached, file_sha256(cached)).images == int8_engine.SAMPLE_IMAGES
-
-
-def test_an_int8_model_that_disagrees_with_fp32_is_not_used(
+def test_an_int8_file_of_another_model_is_quantized_again(
     model_file: Path, chest: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """A quantized model of another network in the cache: the check catches it, the job scores in fp32."""
+    """A quantized model of another network in the cache: its measure is of another export, so the job
+    quantizes this model afresh, and every label is fp32's."""
     other = train_confident_xray_model(chest, tmp_path_factory.mktemp("other"), seed=7)
-    _score(other, chest, tmp_path / "other", "onnx-int8")
     mine = _cached_int8(model_file)
     _score(model_file, chest, tmp_path / "mine", "onnx")  # makes the fp32 export
     shutil.copyfile(_cached_int8(other), mine)
@@ -198,10 +211,25 @@ def test_an_int8_model_that_disagrees_with_fp32_is_not_used(
     eager = _score(model_file, chest, tmp_path / "eager", "eager")
     int8 = _score(model_file, chest, tmp_path / "int8", "onnx-int8")
 
+    assert any("holds no measure against this fp32 export; quantizing again" in line for line in int8.lines)
+    assert _measure(mine)["fp32_sha256"] != _measure(_cached_int8(other))["fp32_sha256"]
+    assert int8.summary["engine_report"]["int8_scored"] > IMAGES // 3
+    _assert_same_labels(int8.rows, eager.rows)
+
+
+def test_an_int8_model_measured_too_far_from_fp32_is_not_used(
+    model_file: Path, chest: Path, tmp_path: Path
+) -> None:
+    _score(model_file, chest, tmp_path / "first", "onnx-int8")
+    _restamp(_cached_int8(model_file), max_difference="0.2")
+
+    eager = _score(model_file, chest, tmp_path / "eager", "eager")
+    int8 = _score(model_file, chest, tmp_path / "int8", "onnx-int8")
+
     report = int8.summary["engine_report"]
     assert report["fell_back_to_fp32"] and report["int8_scored"] == 0
     assert report["max_difference"] > int8_engine.MAX_ERROR
-    assert any("scoring in fp32" in line for line in int8.lines)
+    assert any("over 0.05; scoring in fp32" in line for line in int8.lines)
     for path, row in eager.rows.items():
         assert int8.rows[path].label == row.label
         assert int8.rows[path].score == pytest.approx(row.score, abs=1e-4)
@@ -219,18 +247,18 @@ def test_a_damaged_int8_cache_is_quantized_again(model_file: Path, chest: Path, 
     assert cached.stat().st_size > 1000
 
 
-def test_a_job_too_small_to_check_is_scored_in_fp32(model_file: Path, chest: Path, tmp_path: Path) -> None:
+def test_a_job_too_small_for_int8_is_scored_in_fp32(model_file: Path, chest: Path, tmp_path: Path) -> None:
     spec = InferSpec(
         model_from="train-test",
-        checkpoint=model_file,
-        input=str(chest / "test" / "NORMAL" / "*.png"),
+        model_file=model_file,
+        input=str(chest / "test" / "NORMAL" / "normal_00*.png"),
         engine="onnx-int8",
         num_workers=0,
     )
     reporter = RecordingReporter()
     summary = infer_job(spec, tmp_path, reporter)
     report = summary["engine_report"]
-    assert summary["scored"] < int8_engine.SAMPLE_PAYS * 2 * int8_engine.SAMPLE_IMAGES
+    assert summary["scored"] == 50 < QUANTIZE_IMAGES
     assert any("too few" in line for line in reporter.lines)
     assert report["int8_scored"] == 0 and report["fp32_scored"] == summary["scored"]
 
@@ -266,3 +294,26 @@ def test_a_spread_sample_covers_the_whole_list_once() -> None:
     assert gaps <= {15, 16, 17}
     assert spread_sample(inputs[:10], 64) == inputs[:10]
     assert spread_sample([], 64) == [] and spread_sample(inputs, 0) == []
+
+
+def test_two_jobs_quantizing_at_once_leave_one_whole_int8_file(model_file: Path, tmp_path: Path) -> None:
+    fp32 = onnx_engine(load_model_file(model_file), tmp_path, 1)
+    samples = np.random.default_rng(0).normal(size=(2, 64, 1, 32, 32)).astype(np.float32)
+
+    with ThreadPoolExecutor(2) as pool:
+        lines = list(pool.map(lambda images: quantize(fp32, images[0::2], images[1::2], 1), samples))
+
+    assert all(line.startswith("int8: quantized") for line in lines)
+    int8 = _cached_int8(model_file)
+    assert _measure(int8)["fp32_sha256"] == fp32.sha256
+    assert OnnxEngine(int8, 1).run(samples[0, :4]).shape == (4, 2)
+    assert sorted(path.name for path in int8.parent.iterdir()) == sorted(
+        [model_file.name, fp32.path.name, int8.name]
+    )
+
+
+def test_a_stored_spec_with_calibration_paths_still_loads() -> None:
+    """Shards submitted before int8 models were quantized once per model carry `calibration_paths`."""
+    spec = InferSpec(model_from="m", model_file=Path("/models/m.pt"), input="/archive")
+    stored = spec.model_dump(mode="json") | {"calibration_paths": ["/archive/a.png"]}
+    assert parse_spec(stored) == spec

@@ -16,7 +16,6 @@ from cnnq.jobs.reporter import JobCancelled, JobInterrupted, RecordingReporter
 from cnnq.jobs.runner import run_job
 from cnnq.jobs.spec import EvalSpec, TrainSpec
 from cnnq.jobs.train import train_job
-from cnnq.settings import reload_settings
 from tests.sample_data import corrupt_files, make_chest_xray, make_cifar10, make_image_folder, make_mnist
 
 EPOCH_METRICS = {
@@ -58,6 +57,7 @@ def test_train_reports_every_epoch_and_writes_loadable_artifacts(tiny_mnist: Pat
     assert EPOCH_METRICS | {"test_loss", "test_accuracy"} <= set(history[1])
     assert all(0.0 <= row["val_accuracy"] <= 1.0 and row["images_per_second"] > 0 for row in history)
     assert summary["test_accuracy"] == history[1]["test_accuracy"]
+    assert reporter.summary == summary and "lr" in summary["hyperparameters"]  # the stored result
     # A learnable synthetic set: two epochs beat chance (10 classes) by far.
     assert history[1]["test_accuracy"] > 0.5
 
@@ -67,14 +67,18 @@ def test_train_reports_every_epoch_and_writes_loadable_artifacts(tiny_mnist: Pat
     assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(checkpoint)
     loaded = load_model_file(tmp_path / "best.pt", "cpu")
     assert not loaded.model.training
-    assert (loaded.name, loaded.in_channels, loaded.image_size) == ("lenet", 1, 28)
-    assert loaded.classes == [str(d) for d in range(10)] or len(loaded.classes) == 10
-    assert loaded.dataset == "mnist" and loaded.threshold is None and loaded.positive_class is None
+    assert (loaded.info.model, loaded.info.in_channels, loaded.info.image_size) == ("lenet", 1, 28)
+    assert loaded.info.classes == [str(d) for d in range(10)] or len(loaded.info.classes) == 10
+    assert (
+        loaded.info.dataset == "mnist"
+        and loaded.info.threshold is None
+        and loaded.info.positive_class is None
+    )
     assert reporter.progress_updates[-1][0] == pytest.approx(1.0)
 
     # Evaluating the same model on the same test split gives the test_accuracy training reported.
     evaluation = RecordingReporter()
-    evaluate_job(EvalSpec(model_from="job", checkpoint=tmp_path / "best.pt"), tmp_path / "eval", evaluation)
+    evaluate_job(EvalSpec(model_from="job", model_file=tmp_path / "best.pt"), tmp_path / "eval", evaluation)
     assert evaluation.metric_rows[(0, "accuracy")] == pytest.approx(history[1]["test_accuracy"])
     assert {"precision", "recall", "f1"} <= {name for _, name in evaluation.metric_rows}
     assert "roc_auc" not in {name for _, name in evaluation.metric_rows}
@@ -90,7 +94,7 @@ def test_cifar10_pickles_train_with_cifar_cnn(tmp_path: Path) -> None:
     )
     reporter = RecordingReporter()
     train_job(spec, tmp_path / "job", reporter)
-    assert load_model_file(tmp_path / "job" / "best.pt").in_channels == 3
+    assert load_model_file(tmp_path / "job" / "best.pt").info.in_channels == 3
     assert {"test_accuracy", "val_accuracy"} <= set(reporter.history()[-1])
 
 
@@ -110,8 +114,8 @@ def test_an_image_folder_trains_through_run_job(tmp_path: Path) -> None:
     reporter = RecordingReporter()
     run_job(spec, tmp_path / "job", reporter)
     loaded = load_model_file(tmp_path / "job" / "best.pt")
-    assert loaded.classes == ["cat", "dog"]
-    assert loaded.positive_class == "dog"
+    assert loaded.info.classes == ["cat", "dog"]
+    assert loaded.info.positive_class == "dog"
     assert [row["epoch"] for row in reporter.history()] == [1, 2]
 
 
@@ -135,12 +139,12 @@ def test_an_xray_tree_with_broken_files_trains_and_evaluates(tmp_path: Path) -> 
         assert broken.name in log
     assert any("loss weights" in line for line in reporter.lines)  # 30 NORMAL vs 60 PNEUMONIA
     model = load_model_file(tmp_path / "train" / "best.pt")
-    assert model.positive_class == "PNEUMONIA"
-    assert model.threshold is not None and 0.0 <= model.threshold <= 1.0
-    assert summary["threshold"] == model.threshold
+    assert model.info.positive_class == "PNEUMONIA"
+    assert model.info.threshold is not None and 0.0 <= model.info.threshold <= 1.0
+    assert summary["threshold"] == model.info.threshold
 
     evaluation = RecordingReporter()
-    eval_spec = EvalSpec(model_from="job", checkpoint=tmp_path / "train" / "best.pt", num_workers=0)
+    eval_spec = EvalSpec(model_from="job", model_file=tmp_path / "train" / "best.pt", num_workers=0)
     evaluate_job(eval_spec, tmp_path / "eval", evaluation)
     metrics = {name: value for (step, name), value in evaluation.metric_rows.items() if step == 0}
     assert {
@@ -153,7 +157,7 @@ def test_an_xray_tree_with_broken_files_trains_and_evaluates(tmp_path: Path) -> 
         "specificity",
         "threshold",
     } <= set(metrics)
-    assert metrics["threshold"] == pytest.approx(model.threshold)
+    assert metrics["threshold"] == pytest.approx(model.info.threshold)
     result = evaluation.summary
     assert result["split"] == "test" and result["num_samples"] == 20
     assert result["positive_class"] == "PNEUMONIA"
@@ -200,7 +204,7 @@ def test_a_resumed_run_matches_an_uninterrupted_one(tiny_mnist: Path, tmp_path: 
 
 @dataclass
 class StopAtCheck(RecordingReporter):
-    """Its worker stops at the `at`-th stop check (one per batch with CNNQ_CANCEL_POLL_SECONDS=0)."""
+    """Its worker stops at the `at`-th stop check (the job asks after every batch)."""
 
     at: int = 0
     checks: int = 0
@@ -211,13 +215,9 @@ class StopAtCheck(RecordingReporter):
             raise JobInterrupted("its worker is stopping")
 
 
-def test_a_run_stopped_mid_epoch_resumes_from_that_batch_exactly(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_stopped_mid_epoch_resumes_from_that_batch_exactly(tiny_mnist: Path, tmp_path: Path) -> None:
     """A graceful stop (`cnnq down`, Ctrl-C) saves the epoch so far; the next run carries on from the
     batch after it and ends with the same metrics and weights as a run never stopped."""
-    monkeypatch.setenv("CNNQ_CANCEL_POLL_SECONDS", "0")
-    reload_settings()
     spec = mnist_spec(tiny_mnist, model="mnist-cnn", epochs=3, augment="shift=0.1")
     whole = RecordingReporter()
     train_job(spec, tmp_path / "whole", whole)
@@ -230,8 +230,6 @@ def test_a_run_stopped_mid_epoch_resumes_from_that_batch_exactly(
     assert any("stopping in epoch 2 after batch 4 of 9" in line for line in stopper.lines)
     resumed = RecordingReporter()
     train_job(spec, tmp_path / "split", resumed)
-    monkeypatch.delenv("CNNQ_CANCEL_POLL_SECONDS")
-    reload_settings()
 
     assert any("batch 4 of epoch 2" in line for line in resumed.lines)
     timing = {"images_per_second", "epoch_seconds"}
@@ -331,13 +329,9 @@ def _gray_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 
     return root
 
 
-def test_a_folder_with_defaults_trains_at_its_own_shape_augmented_and_resumes_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_folder_with_defaults_trains_at_its_own_shape_augmented_and_resumes_exactly(tmp_path: Path) -> None:
     """No size or channels given: the job reads them from the images, says so, records them, holds the
     set in memory, augments whole batches, and a run stopped mid-epoch ends as one never stopped."""
-    monkeypatch.setenv("CNNQ_CANCEL_POLL_SECONDS", "0")
-    reload_settings()
     spec = TrainSpec(
         model="mnist-cnn",
         dataset="folder",
@@ -353,7 +347,7 @@ def test_a_folder_with_defaults_trains_at_its_own_shape_augmented_and_resumes_ex
     assert any(line.startswith("channels: 1, from the data") for line in whole.lines)
     assert any(line.startswith("image size: 12x12, from the data") for line in whole.lines)
     assert any("weights for 1x12x12 inputs" in line for line in whole.lines)
-    assert load_model_file(tmp_path / "whole" / "best.pt").image_size == 12
+    assert load_model_file(tmp_path / "whole" / "best.pt").info.image_size == 12
 
     stopper = StopAtCheck(at=8)  # 4 batches, a validation batch and the epoch's end make 6 per epoch
     with pytest.raises(JobInterrupted):
@@ -362,8 +356,6 @@ def test_a_folder_with_defaults_trains_at_its_own_shape_augmented_and_resumes_ex
     assert (saved["epoch"], saved["batches_done"]) == (1, 2)
     resumed = RecordingReporter()
     train_job(spec, tmp_path / "split", resumed)
-    monkeypatch.delenv("CNNQ_CANCEL_POLL_SECONDS")
-    reload_settings()
 
     timing = {"images_per_second", "epoch_seconds"}
     strip = [{k: v for k, v in row.items() if k not in timing} for row in whole.history()]

@@ -10,10 +10,10 @@ import torchvision
 
 from cnnq.errors import UserError
 from cnnq.models.backbones import backbone_shapes
-from cnnq.models.catalog import HEAD, TORCHVISION_MODELS, check_model, model_info, model_names
+from cnnq.models.catalog import HEAD, TORCHVISION_MODELS, model_info, model_names
 from cnnq.models.registry import build_model
 from cnnq.models.torchvision_zoo import build_torchvision_model
-from cnnq.models.weights import cached_weights_path, torch_hub_dir, weights_url
+from cnnq.models.weights import cached_weights_path, check_model, torch_hub_dir, weights_url
 
 
 @pytest.mark.parametrize("name", TORCHVISION_MODELS)

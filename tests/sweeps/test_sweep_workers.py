@@ -162,11 +162,15 @@ def test_a_cancelled_sweep_leaves_no_trial_queued_or_running(  # type: ignore[no
     start_workers("--cpu", "--concurrency", "2", expect=2)
     sweep_id = start_sweep(cli, *sweep_args(mnist_root, 3000, "--prune", "none"))
 
-    def one_ended_and_one_running() -> bool:  # so that the cancel finds a trial to stop
-        statuses = [row["status"] for row in trial_rows(sweep_id).values()]
-        return "SUCCEEDED" in statuses and "RUNNING" in statuses
+    def one_ended_and_one_in_its_first_epoch() -> bool:
+        """So that the cancel finds a trial to stop: one with all but its first epoch still to run (a
+        trial near its end could finish before the cancel reaches it)."""
+        rows = trial_rows(sweep_id).values()
+        return any(row["status"] == "SUCCEEDED" for row in rows) and any(
+            row["status"] == "RUNNING" and row["epochs"] == 0 for row in rows
+        )
 
-    wait_until(one_ended_and_one_running, 180, "a trial to end while another runs")
+    wait_until(one_ended_and_one_in_its_first_epoch, 180, "a trial to end while another starts")
     assert cli("cancel", sweep_id).code == 0
     wait_until(lambda: finished(sweep_id), 60, "the sweep to stop")
     assert job_of(sweep_id).status == JobStatus.CANCELLED

@@ -235,6 +235,58 @@ def test_cancelling_a_sweep_cancels_its_trials_and_fails_their_study_trials(
     assert {t.state.name for t in study_trials(sweep_id)} == {"FAIL"}
 
 
+def test_a_trial_that_ends_before_it_runs_advances_its_sweep_at_once(
+    queue_env: dict[str, str],
+) -> None:  # type: ignore[no-untyped-def]
+    from cnnq.settings import get_settings
+
+    spec = lenet_sweep(trials=5, parallel=2)
+    sweep_id = submit_sweep(spec)
+    out_of_attempts, cancelled = trial_job_id(sweep_id, 0), trial_job_id(sweep_id, 1)
+    with session_scope() as session:
+        session.execute(
+            update(Job).where(Job.id == out_of_attempts).values(attempts=get_settings().max_attempts)
+        )
+        session.execute(update(Job).where(Job.id == cancelled).values(cancel_requested=True))
+    assert claim_job(out_of_attempts, "w1") == JobStatus.FAILED
+    assert len(children(sweep_id)) == 3  # the claim told the study and asked, no top-up needed
+    assert claim_job(cancelled, "w1") == JobStatus.CANCELLED
+    assert len(children(sweep_id)) == 4
+    assert cancel_job(trial_job_id(sweep_id, 2)) == JobStatus.CANCELLED  # one trial, cancelled by hand
+    assert len(children(sweep_id)) == 5
+    assert [t.state.name for t in study_trials(sweep_id)] == ["FAIL", "FAIL", "FAIL", "RUNNING", "RUNNING"]
+
+
+def test_the_lease_of_a_process_that_died_holding_it_is_free_at_once(
+    queue_env: dict[str, str],
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+
+    from cnnq.sweeps.trials import _machine
+
+    spec = lenet_sweep(trials=4, parallel=1)
+    sweep_id = submit_sweep(spec)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+
+    def hold(pid: int) -> None:
+        with session_scope() as session:
+            session.execute(
+                update(Sweep)
+                .where(Sweep.job_id == sweep_id)
+                .values(leased_by=f"{_machine()}:{pid}:0", leased_at=utcnow())
+            )
+
+    hold(os.getppid())  # a live process of this machine holds the lease: the sweep waits for it
+    assert advance_sweep(sweep_id) == []
+    hold(gone.pid)  # it died holding it: the next advance takes the lease over
+    assert end_trial(trial_job_id(sweep_id, 0), JobStatus.SUCCEEDED)
+    assert children(sweep_id) == [trial_job_id(sweep_id, n) for n in range(2)]
+    with session_scope() as session:
+        assert session.scalar(select(Sweep.leased_by).where(Sweep.job_id == sweep_id)) is None
+
+
 def test_the_heartbeat_sweep_tops_up_a_sweep_nobody_advanced(
     queue_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,6 @@ from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Prediction, UnshardedInputs, Worker, utcnow
 from cnnq.db.workers import register_worker
-from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.spec import InferSpec
 from cnnq.lifecycle.auto_shards import MAX_SHARD, plan_rest, shard_count, shard_the_rest
@@ -31,9 +30,7 @@ from cnnq.lifecycle.claim import execute_job
 from cnnq.lifecycle.queues import priority_keys
 from cnnq.lifecycle.submit import Placement, submit_job
 from cnnq.lifecycle.sweep import Sweeper
-from cnnq.models.registry import build_model
 from tests.conftest import wait_until
-from tests.sample_data import make_chest_xray
 
 BATCH = 2
 FIRST = 8
@@ -79,7 +76,7 @@ def _bulk_job(tmp_path: Path, count: int) -> tuple[str, list[str]]:
     inputs = _images(tmp_path / "images", count)
     model = tmp_path / "best.pt"
     model.write_bytes(b"not used here")
-    spec = InferSpec(model_from="train-x", checkpoint=model, input=str(tmp_path / "images"), batch_size=BATCH)
+    spec = InferSpec(model_from="train-x", model_file=model, input=str(tmp_path / "images"), batch_size=BATCH)
     return submit_job(spec, Placement(queue="cpu")), inputs
 
 
@@ -89,7 +86,7 @@ def _first_shard_scored(parent: str, per_second: float) -> None:
         first = children_of(s, parent)[0]
         transition(s, first.id, JobStatus.RUNNING, worker="w", claimed_at=utcnow())
         start = utcnow()
-        for index, path in enumerate(first.spec["paths"]):
+        for index, path in enumerate(first.spec["inputs"]):
             at = start + timedelta(seconds=(index // 2) * 2 / per_second)
             s.add(Prediction(job_id=first.id, bulk_id=parent, input=path, label="a", score=0.5, time=at))
         transition(s, first.id, JobStatus.SUCCEEDED)
@@ -122,7 +119,7 @@ def _status(job_id: str) -> JobStatus:
 
 def _shard_paths(parent: str) -> list[list[str]]:
     with session_scope() as s:
-        return [child.spec["paths"] for child in children_of(s, parent)]
+        return [child.spec["inputs"] for child in children_of(s, parent)]
 
 
 def _assert_each_input_in_one_shard(parent: str, inputs: list[str]) -> None:
@@ -283,23 +280,6 @@ def test_a_planner_that_dies_before_sending_or_committing_leaves_it_to_the_sweep
     _assert_each_input_in_one_shard(parent, inputs)
 
 
-@pytest.fixture
-def model_and_archive(tmp_path: Path) -> tuple[Path, Path]:
-    model_file = tmp_path / "models" / "simple.pt"
-    network = build_model("simple-cnn", in_channels=1, image_size=32, num_classes=2)
-    save_model_file(
-        model_file, network, ModelInfo("simple-cnn", 1, 32, ["NORMAL", "PNEUMONIA"], (0.5,), (0.25,))
-    )
-    chest = make_chest_xray(tmp_path / "data", per_class={"test": (9, 9)}, size=32, corrupt=2)
-    return model_file, chest
-
-
-def _submit(cli, *args: object) -> str:  # type: ignore[no-untyped-def]
-    result = cli("submit", "infer", *args, "--num-workers", "0", "--device", "cpu", "--json")
-    assert result.code == 0, result.stderr
-    return json.loads(result.stdout)["id"]
-
-
 def _run_queued_shards(parent: str) -> None:
     """Run the parent's queued shards here, one by one, as they appear (the first one shards the rest)."""
     while True:
@@ -317,12 +297,12 @@ def _rows(bulk_id: str) -> list[str]:
 
 
 def test_resume_of_an_auto_sized_job_scores_only_what_is_missing(  # type: ignore[no-untyped-def]
-    use_settings, queue_env, cli, model_and_archive: tuple[Path, Path]
+    use_settings, queue_env, cli, submit_infer, model_and_archive: tuple[Path, Path]
 ) -> None:
     use_settings(CNNQ_SHARD_SECONDS="0.001")
     model_file, chest = model_and_archive
     inputs = list_inputs(str(chest))  # 18 images, 2 broken files, 1 text file
-    first = _submit(cli, "--model-from", model_file, "--input", chest, "--batch-size", BATCH)
+    first = submit_infer("--model-from", model_file, "--input", chest, "--batch-size", BATCH)
     [probe] = [paths for paths in _shard_paths(first)]
     assert len(probe) == FIRST
     with session_scope() as s:
@@ -334,8 +314,8 @@ def test_resume_of_an_auto_sized_job_scores_only_what_is_missing(  # type: ignor
     assert cli("cancel", first).code == 0
     assert _status(first) == JobStatus.CANCELLED
 
-    resumed = _submit(
-        cli, "--model-from", model_file, "--input", chest, "--batch-size", BATCH, "--resume", first
+    resumed = submit_infer(
+        "--model-from", model_file, "--input", chest, "--batch-size", BATCH, "--resume", first
     )
     _run_queued_shards(resumed)
     with session_scope() as s:
@@ -348,8 +328,9 @@ def test_resume_of_an_auto_sized_job_scores_only_what_is_missing(  # type: ignor
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite: in the tests beside it
 def test_an_auto_sized_bulk_job_through_real_workers(  # type: ignore[no-untyped-def]
-    use_settings, queue_env, start_workers, cli, model_and_archive: tuple[Path, Path]
+    use_settings, queue_env, start_workers, submit_infer, model_and_archive: tuple[Path, Path]
 ) -> None:
     """Default options but the batch size: a first shard, then the rest sharded by its speed over the
     two live workers (a target so short that each holds a single batch), one prediction per input, the
@@ -358,7 +339,7 @@ def test_an_auto_sized_bulk_job_through_real_workers(  # type: ignore[no-untyped
     start_workers("--cpu", "--concurrency", "2", expect=2)
     model_file, chest = model_and_archive
     inputs = list_inputs(str(chest))
-    bulk = _submit(cli, "--model-from", model_file, "--input", chest, "--batch-size", BATCH)
+    bulk = submit_infer("--model-from", model_file, "--input", chest, "--batch-size", BATCH)
     wait_until(lambda: _status(bulk).finished, 240, "the bulk job to end")
 
     with session_scope() as s:
@@ -368,7 +349,7 @@ def test_an_auto_sized_bulk_job_through_real_workers(  # type: ignore[no-untyped
         assert {shard.status for shard in shards} == {JobStatus.SUCCEEDED}
         assert job.result["shards"] == len(shards) and job.result["inputs"] == len(inputs)
         lines = [line.line for line in log_lines(s, bulk)]
-    sizes = [len(shard.spec["paths"]) for shard in shards]
+    sizes = [len(shard.spec["inputs"]) for shard in shards]
     assert sizes[0] == FIRST and len(sizes) == 1 + 7 and max(sizes[1:]) == BATCH  # 13 more, a batch each
     assert any(line.startswith("the first shard scored") and "2 live workers" in line for line in lines)
     _assert_each_input_in_one_shard(bulk, inputs)

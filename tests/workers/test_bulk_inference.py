@@ -8,39 +8,17 @@ import io
 import json
 from pathlib import Path
 
-import pytest
 from sqlalchemy import delete, func, select
 
 from cnnq.db.jobs import children_of, get_job, request_cancel
-from cnnq.db.results import bulk_summary
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job, Prediction
-from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.jobs.infer import infer_job
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.spec import parse_spec
 from cnnq.lifecycle.claim import Claim, claim_job, execute_job, finish_claim
 from cnnq.lifecycle.sql_reporter import SqlReporter
-from cnnq.models.registry import build_model
-from tests.sample_data import make_chest_xray
-
-
-@pytest.fixture
-def model_and_archive(tmp_path: Path) -> tuple[Path, Path]:
-    model_file = tmp_path / "models" / "simple.pt"
-    network = build_model("simple-cnn", in_channels=1, image_size=32, num_classes=2)
-    save_model_file(
-        model_file, network, ModelInfo("simple-cnn", 1, 32, ["NORMAL", "PNEUMONIA"], (0.5,), (0.25,))
-    )
-    chest = make_chest_xray(tmp_path / "data", per_class={"test": (9, 9)}, size=32, corrupt=2)
-    return model_file, chest
-
-
-def _submit(cli, *args: object) -> str:  # type: ignore[no-untyped-def]
-    result = cli("submit", "infer", *args, "--num-workers", "0", "--device", "cpu", "--json")
-    assert result.code == 0, result.stderr
-    return json.loads(result.stdout)["id"]
 
 
 def _rows(bulk_id: str) -> list[str]:
@@ -49,11 +27,11 @@ def _rows(bulk_id: str) -> list[str]:
 
 
 def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[no-untyped-def]
-    queue_env, cli, model_and_archive: tuple[Path, Path]
+    queue_env, cli, submit_infer, model_and_archive: tuple[Path, Path]
 ) -> None:
     model_file, chest = model_and_archive
     inputs = list_inputs(str(chest))  # 18 images, 2 broken files, 1 text file
-    first = _submit(cli, "--model-from", model_file, "--input", chest, "--shard-size", "6")
+    first = submit_infer("--model-from", model_file, "--input", chest, "--shard-size", "6")
     with session_scope() as s:
         shards = [shard.id for shard in children_of(s, first)]
     assert len(shards) == 4
@@ -68,7 +46,7 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
     workdir = Path(queue_env["CNNQ_ARTIFACT_ROOT"]) / shards[1]
     infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
     with session_scope() as s:
-        s.execute(delete(Prediction).where(Prediction.input.in_((spec.paths or [])[2:])))
+        s.execute(delete(Prediction).where(Prediction.input.in_((spec.inputs or [])[2:])))
     summary = infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
     assert (summary["already_done"], summary["scored"] + summary["flagged"]) == (2, 4)
     assert finish_claim(shards[1], claim.token, target=JobStatus.SUCCEEDED) == JobStatus.SUCCEEDED
@@ -77,12 +55,12 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
     # The rest of the first job is cancelled; `--resume` scores only what it lacks, into its rows.
     with session_scope() as s:
         request_cancel(s, first)
-    resumed = _submit(
-        cli, "--model-from", model_file, "--input", chest, "--shard-size", "4", "--resume", first
+    resumed = submit_infer(
+        "--model-from", model_file, "--input", chest, "--shard-size", "4", "--resume", first
     )
     with session_scope() as s:
         new_shards = [shard.id for shard in children_of(s, resumed)]
-        planned = [path for shard in children_of(s, resumed) for path in shard.spec["paths"]]
+        planned = [path for shard in children_of(s, resumed) for path in shard.spec["inputs"]]
     assert sorted(planned) == sorted(inputs[12:])
     for shard in new_shards:
         assert execute_job(shard) == JobStatus.SUCCEEDED
@@ -93,19 +71,19 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
     assert len(rows) == len(set(rows)) == len(inputs) and set(rows) == set(inputs)
     with session_scope() as s:
         assert s.scalar(select(func.count()).where(Prediction.bulk_id == resumed)) == 0
-        summary = bulk_summary(s, resumed)
-    assert summary["rows"] == len(inputs) and summary["flagged"] == 3
+    shown = json.loads(cli("show", resumed, "--json").stdout)  # the rows of the job it resumed
+    assert shown["predictions"]["inputs"] == len(inputs) and shown["predictions"]["flagged"] == 3
     exported = list(csv.DictReader(io.StringIO(cli("results", resumed).stdout)))
-    assert sorted(r["path"] for r in exported) == sorted(inputs)
+    assert sorted(r["input"] for r in exported) == sorted(inputs)
 
 
 def test_a_bulk_job_writes_its_output_csv_when_its_last_shard_ends(  # type: ignore[no-untyped-def]
-    queue_env, cli, model_and_archive: tuple[Path, Path], tmp_path: Path
+    queue_env, cli, submit_infer, model_and_archive: tuple[Path, Path], tmp_path: Path
 ) -> None:
     model_file, chest = model_and_archive
     inputs = list_inputs(str(chest))
     output = tmp_path / "exports" / "scores.csv"
-    bulk = _submit(cli, "--model-from", model_file, "--input", chest, "--shard-size", "6", "--output", output)
+    bulk = submit_infer("--model-from", model_file, "--input", chest, "--shard-size", "6", "--output", output)
     with session_scope() as s:
         shards = [shard.id for shard in children_of(s, bulk)]
     for shard in shards[:-1]:
@@ -118,19 +96,19 @@ def test_a_bulk_job_writes_its_output_csv_when_its_last_shard_ends(  # type: ign
         assert parent.status == JobStatus.SUCCEEDED
         assert parent.result["output"] == str(output)
     written = list(csv.DictReader(output.open(newline="")))
-    assert [r["path"] for r in written] == sorted(inputs)
+    assert [r["input"] for r in written] == sorted(inputs)
     assert sum(bool(r["error"]) for r in written) == 3
     assert output.read_text() == cli("results", bulk).stdout
 
 
 def test_a_bulk_job_whose_output_cannot_be_written_fails_and_keeps_its_rows(  # type: ignore[no-untyped-def]
-    queue_env, cli, model_and_archive: tuple[Path, Path], tmp_path: Path
+    queue_env, submit_infer, model_and_archive: tuple[Path, Path], tmp_path: Path
 ) -> None:
     model_file, chest = model_and_archive
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the output's folder should be\n")
-    bulk = _submit(
-        cli, "--model-from", model_file, "--input", chest, "--shard-size", "10", "--output",
+    bulk = submit_infer(
+        "--model-from", model_file, "--input", chest, "--shard-size", "10", "--output",
         blocker / "scores.csv",
     )  # fmt: skip
     with session_scope() as s:

@@ -138,6 +138,7 @@ def test_a_sigkilled_worker_leaves_a_job_another_worker_finishes_from_its_checkp
     assert any(line.startswith("resuming from") for line in lines), lines
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL: in the tests beside it
 def test_a_worker_keeps_its_job_process_for_the_next_job_and_replaces_a_dead_one(  # type: ignore[no-untyped-def]
     queue_env, start_workers, mnist_root: Path
 ) -> None:

@@ -78,7 +78,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 def _scoring(model: Path, engine: str, inputs: list[str]) -> InferSpec:
     return InferSpec(
-        model_from="test", checkpoint=model, input=inputs[0], paths=inputs, engine=engine, device="cpu"
+        model_from="test", model_file=model, input=inputs[0], inputs=inputs, engine=engine, device="cpu"
     )
 
 
@@ -89,7 +89,7 @@ def _ten_jobs(mnist_root: Path, models: dict[str, Path], digits: list[str]) -> l
         return _scoring(models[model], engine, digits)
 
     def evaluate(model: str) -> EvalSpec:
-        return EvalSpec(model_from="test", checkpoint=models[model], limit=300, device="cpu", num_workers=0)
+        return EvalSpec(model_from="test", model_file=models[model], limit=300, device="cpu", num_workers=0)
 
     return [
         _train(mnist_root),
@@ -156,14 +156,19 @@ def test_a_reused_job_process_runs_ten_jobs_as_fresh_processes_do(  # type: igno
     queue_env, use_settings, start_workers, mnist_root: Path, models: dict[str, Path], digits: list[str]
 ) -> None:
     specs = _ten_jobs(mnist_root, models, digits)
+    use_settings(CNNQ_TORCH_THREADS="1")  # the same threads in both runs, so results compare exactly
     reusing = start_workers("--cpu")
     reused = _run_all(specs)
     assert len({_process_of(job_id) for job_id in reused}) == 1, "all ten jobs ran in one process"
     reusing.stop()
 
-    use_settings(CNNQ_STANDBY_PROCESS="false")  # a fresh process for every job
-    start_workers("--cpu")
-    fresh = _run_all(specs)
+    # A fresh process for every job; two at a time, since their order does not matter.
+    use_settings(CNNQ_STANDBY_PROCESS="false")
+    start_workers("--cpu", "--concurrency", "2", expect=2)
+    fresh = [submit_job(spec, Placement()) for spec in specs]
+    for job_id in fresh:
+        wait_until(lambda job_id=job_id: finished(job_id), 240, f"job {job_id}")
+        assert job_of(job_id).status == JobStatus.SUCCEEDED, job_of(job_id).error_message
     assert len({_process_of(job_id) for job_id in fresh}) == 10, "each job ran in a process of its own"
 
     for spec, a, b in zip(specs, reused, fresh, strict=True):

@@ -225,12 +225,12 @@ def test_a_big_inference_becomes_a_bulk_job_of_shards(queue_env: dict[str, str],
         Image.new("L", (8, 8), color=index * 40).save(images / f"{index}.png")
     model = tmp_path / "best.pt"
     model.write_bytes(b"not used here")
-    spec = InferSpec(model_from="train-x", checkpoint=model, input=str(images), shard_size=2, device="cpu")
+    spec = InferSpec(model_from="train-x", model_file=model, input=str(images), shard_size=2, device="cpu")
     parent = submit_job(spec, Placement())
     with session_scope() as s:
         shards = list(s.scalars(select(Job).where(Job.parent_id == parent).order_by(Job.id)))
-    assert [len(job.spec["paths"]) for job in shards] == [2, 2, 1]
-    assert sorted(p for job in shards for p in job.spec["paths"]) == sorted(str(p) for p in images.iterdir())
+    assert [len(job.spec["inputs"]) for job in shards] == [2, 2, 1]
+    assert sorted(p for job in shards for p in job.spec["inputs"]) == sorted(str(p) for p in images.iterdir())
     assert _waiting(queue_env["CNNQ_BROKER_URL"], "cpu") == 3  # the shards, not the parent
 
     shown = json.loads(cli("show", parent, "--json").stdout)

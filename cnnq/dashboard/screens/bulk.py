@@ -12,7 +12,7 @@ import streamlit as st
 
 from cnnq.dashboard import charts
 from cnnq.dashboard.model_cache import gradcam_overlay, model_of_job
-from cnnq.dashboard.queries import bulk_decision, bulk_jobs, shards_frame
+from cnnq.dashboard.queries import bulk_jobs, shards_frame
 from cnnq.dashboard.refresh import refresh_interval
 from cnnq.dashboard.review import (
     ReviewFilter,
@@ -24,7 +24,7 @@ from cnnq.dashboard.review import (
 )
 from cnnq.dashboard.thumbnails import thumbnail_url
 from cnnq.data.decode import ImageDecodeError, load_image
-from cnnq.db.jobs import JobNotFound, find_job
+from cnnq.db.jobs import JobNotFound, bulk_decision, find_job
 from cnnq.db.results import prediction_scope
 from cnnq.db.session import session_scope
 from cnnq.errors import UserError
@@ -62,9 +62,9 @@ def bulk_view() -> None:
         job = find_job(session, job_id)
         shards = shards_frame(session, job)
         threshold, positive_class = bulk_decision(session, job)
-        counts = bulk_counts(session, job.id, positive_class)
-        bins = score_bins(session, job.id)
-        labels = prediction_scope(session, job).classes
+        scope = prediction_scope(session, job)  # a --resume job's rows are those of the job it resumed
+        counts = bulk_counts(session, scope.bulk_id, positive_class)
+        bins = score_bins(session, scope.bulk_id)
         status = job.status
     if status.finished == initially_live:
         st.rerun()
@@ -79,12 +79,12 @@ def bulk_view() -> None:
     cards[2].metric(f"positive ({positive_class})" if positive_class else "positive", counts["positive"])
     cards[3].metric("flagged", counts["flagged"], help="Inputs that could not be read or scored.")
 
-    left, right = st.columns(2)
-    left.plotly_chart(charts.shard_progress_figure(shards), key="shard_chart")
-    if counts["scored"]:
-        right.plotly_chart(charts.score_histogram(bins, threshold, positive_class), key="score_histogram")
+    st.plotly_chart(
+        charts.bulk_figure(shards, bins if counts["scored"] else None, threshold, positive_class),
+        key="bulk_chart",
+    )
 
-    review_queue(labels, counts)
+    review_queue(scope.bulk_id, scope.classes, counts)
 
     st.subheader("Shards")
     st.dataframe(
@@ -107,7 +107,7 @@ def bulk_view() -> None:
     )
 
 
-def review_queue(labels: list[str], counts: dict[str, int]) -> None:
+def review_queue(bulk_id: str, labels: list[str], counts: dict[str, int]) -> None:
     st.subheader("Review queue")
     controls = st.columns([2, 3, 3, 2], vertical_alignment="bottom")
     shown = controls[0].radio("Show", list(SHOWN), format_func=SHOWN.get, horizontal=True, key="review_shown")
@@ -118,7 +118,7 @@ def review_queue(labels: list[str], counts: dict[str, int]) -> None:
         shown=shown or "scored", labels=tuple(chosen_labels), score_min=float(low), score_max=float(high)
     )
     with session_scope() as session:
-        total = review_count(session, job_id, review, counts)
+        total = review_count(session, bulk_id, review, counts)
     paging = st.columns([1, 1, 4], vertical_alignment="bottom")
     page_size = paging[1].selectbox("Rows per page", PAGE_SIZES, key="review_page_size")
     pages = max(1, math.ceil(total / page_size))
@@ -127,7 +127,7 @@ def review_queue(labels: list[str], counts: dict[str, int]) -> None:
     with session_scope() as session:
         rows = review_page(
             session,
-            job_id,
+            bulk_id,
             review,
             page=page,
             page_size=page_size,

@@ -61,10 +61,7 @@ panels = [
     ("train_accuracy", "Training accuracy"),
     ("train_loss", "Training loss"),
 ]
-for row in range(0, len(panels), 2):
-    columns = st.columns(2)
-    for column, (metric, title) in zip(columns, panels[row : row + 2], strict=True):
-        column.plotly_chart(charts.compare_figure(curves, metric, title), key=f"compare_{metric}")
+st.plotly_chart(charts.compare_figure(curves, panels), key="compare_chart")  # one chart of four panels
 
 st.subheader("A hyperparameter against a metric")
 numeric = [c for c in summary.columns if c not in ("job", "status") and summary[c].notna().any()]

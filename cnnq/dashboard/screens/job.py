@@ -13,7 +13,6 @@ import streamlit as st
 from cnnq.dashboard import charts
 from cnnq.dashboard.actions import cancel_job, retry_job
 from cnnq.dashboard.clinical import (
-    auc_interval,
     class_counts,
     confusion_point,
     operating_point,
@@ -22,7 +21,6 @@ from cnnq.dashboard.clinical import (
 from cnnq.dashboard.job_facts import download_label, failure_sentence, job_times, jobs_using, log_frame
 from cnnq.dashboard.queries import (
     artifacts_frame,
-    bulk_decision,
     curve_frame,
     epoch_history,
     format_duration,
@@ -34,11 +32,12 @@ from cnnq.dashboard.review import bulk_counts
 from cnnq.dashboard.runs import hyperparameters_of
 from cnnq.dashboard.status_colors import status_style
 from cnnq.db.clock import read_db_now
-from cnnq.db.jobs import JobNotFound, find_job, list_jobs
+from cnnq.db.jobs import JobNotFound, bulk_decision, bulk_id_of, find_job, list_jobs
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.views import job_object
 from cnnq.errors import UserError
+from cnnq.outputs import positive_class
 
 STATUS_ICONS = {
     "QUEUED": ":material/schedule:",
@@ -216,12 +215,7 @@ def show_training(job_id: str, job: dict[str, Any]) -> None:
         if name in history.columns:
             card.metric(name, f"{last[name]:.4g}")
     best_epoch = int(best["epoch"]) if best is not None else None
-    top = st.columns(2)
-    top[0].plotly_chart(charts.loss_figure(history, best_epoch), key="loss_chart")
-    top[1].plotly_chart(charts.accuracy_figure(history, best_epoch), key="accuracy_chart")
-    bottom = st.columns(2)
-    bottom[0].plotly_chart(charts.lr_figure(history), key="lr_chart")
-    bottom[1].plotly_chart(charts.throughput_figure(history), key="throughput_chart")
+    st.plotly_chart(charts.training_figure(history, best_epoch), key="training_chart")
     show_curve(points)
     test = {k: v for k, v in job["metrics"].items() if k.startswith("test_")}
     if test:
@@ -248,28 +242,32 @@ def show_evaluation(job: dict[str, Any]) -> None:
         return
     classes = [str(c) for c in result.get("classes", [])]
     roc, matrix = result.get("roc"), result.get("confusion_matrix")
-    threshold = result.get("threshold")
+    threshold, precision_recall_at = result.get("threshold"), None
     if roc and matrix is not None and len(classes) == 2:
-        threshold = show_clinical(result, classes, metrics.get("roc_auc"))
+        threshold, precision_recall_at = show_clinical(result, classes, metrics.get("roc_auc"))
+    if roc and len(classes) == 2:  # with the precision-recall curve beside it: one chart, not two
+        st.plotly_chart(
+            charts.roc_figure(roc, threshold, metrics.get("roc_auc"), precision_recall_at), key="roc_chart"
+        )
+    if result.get("threshold") is not None:
+        positive = positive_class(classes, result.get("positive_class")) or "the positive class"
+        st.caption(f"Stored threshold {float(result['threshold']):.4f} on the probability of {positive}")
     left, right = st.columns(2)
     if matrix is not None:
         normalised = left.toggle("Normalise by true class", key="normalise_confusion")
         left.plotly_chart(charts.confusion_figure(matrix, classes, normalised), key="confusion_chart")
-    if roc and len(classes) == 2:
-        right.plotly_chart(charts.roc_figure(roc, threshold, metrics.get("roc_auc")), key="roc_chart")
-    if result.get("threshold") is not None:
-        positive = result.get("positive_class") or (classes[-1] if classes else "the positive class")
-        st.caption(f"Stored threshold {float(result['threshold']):.4f} on the probability of {positive}")
     per_class = per_class_frame(result)
     if not per_class.empty:
-        st.subheader("Per class")
-        st.dataframe(per_class, hide_index=True, key="per_class_table")
+        right.subheader("Per class")
+        right.dataframe(per_class, hide_index=True, key="per_class_table")
 
 
-def show_clinical(result: dict[str, Any], classes: list[str], auc: float | None) -> float:
+def show_clinical(
+    result: dict[str, Any], classes: list[str], auc: float | None
+) -> tuple[float, tuple[list[float], list[float], float, float]]:
     """Sensitivity, specificity, PPV and NPV at a threshold chosen on a slider (from the stored one), with
-    95% intervals, and the precision-recall curve; returns the chosen threshold."""
-    positive = result.get("positive_class") or classes[-1]
+    95% intervals; returns the chosen threshold and the precision-recall curve with its point there."""
+    positive = positive_class(classes, result.get("positive_class")) or classes[-1]
     positives, negatives = class_counts(result["confusion_matrix"], classes.index(positive))
     stored = float(result["threshold"]) if result.get("threshold") is not None else 0.5
     st.subheader("At a threshold")
@@ -304,9 +302,17 @@ def show_clinical(result: dict[str, Any], classes: list[str], auc: float | None)
         card.metric(name, f"{value:.3f}", help=f"95% CI {low:.3f}–{high:.3f} (Wilson)")
         card.caption(f"95% CI {low:.3f}–{high:.3f}")
     if auc is not None:
-        low, high = auc_interval(auc, positives, negatives)
-        cards[4].metric("ROC AUC", f"{auc:.3f}", help="95% CI by Hanley and McNeil's standard error")
-        cards[4].caption(f"95% CI {low:.3f}–{high:.3f}")
+        interval = result.get("roc_auc_interval")  # older reports kept none: no interval then
+        cards[4].metric(
+            "ROC AUC",
+            f"{auc:.3f}",
+            help=f"{interval['level']:.0%} CI by percentile bootstrap ({interval['resamples']:,} "
+            "stratified resamples of the evaluated images)"
+            if interval
+            else None,
+        )
+        if interval:
+            cards[4].caption(f"{interval['level']:.0%} CI {interval['low']:.3f}–{interval['high']:.3f}")
     st.caption(
         (
             "At the stored threshold, from the evaluation's labels. "
@@ -318,10 +324,7 @@ def show_clinical(result: dict[str, Any], classes: list[str], auc: float | None)
         f"{int(point.true_negatives)} true negatives, {int(point.false_negatives)} false negatives."
     )
     recall, precision = precision_recall(result["roc"], positives, negatives)
-    st.plotly_chart(
-        charts.precision_recall_figure(recall, precision, point.sensitivity, point.ppv), key="pr_chart"
-    )
-    return chosen
+    return chosen, (recall, precision, point.sensitivity, point.ppv)
 
 
 def show_bulk(job: dict[str, Any], facts: dict[str, Any]) -> None:
@@ -415,7 +418,7 @@ def read_facts(session: Any, job_id: str) -> tuple[dict[str, Any], dict[str, Any
         _, positive_class = bulk_decision(session, row)
         facts["shards"] = shards_frame(session, row)
         facts["positive_class"] = positive_class
-        facts["counts"] = bulk_counts(session, row.id, positive_class)
+        facts["counts"] = bulk_counts(session, bulk_id_of(row), positive_class)
     return job, facts
 
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from cnnq.dashboard.model_cache import model_of_job
 from cnnq.dashboard.queries import trained_models
-from cnnq.dashboard.xray_check import decode_upload, score_image
+from cnnq.dashboard.xray_check import decode_upload
 from cnnq.db.session import session_scope
 from cnnq.errors import UserError
 
@@ -45,16 +45,18 @@ if upload is None:
 try:
     image = decode_upload(upload.name, upload.getvalue())  # refuses an image over the pixel cap unread
     # The same check as `--model-from`: a SUCCEEDED job's model.
-    score = score_image(image, model_of_job(str(model_row["id"])), upload.name)
+    loaded = model_of_job(str(model_row["id"]))
+    from cnnq.jobs.gradcam import explain_image, overlay  # torch: imported once an image is scored
+
+    score = explain_image(loaded, image, name=upload.name)  # as a bulk job scores it, with Grad-CAM
 except UserError as error:
     st.error(str(error), icon=":material/error:")
     st.stop()
 
 cards = st.columns(3)
 cards[0].metric("label", score.label)
-# With a threshold, show the probability it is compared with (the positive class's), not the label's.
-shown = score.positive_class if score.threshold is not None and score.positive_class else score.label
-cards[1].metric(f"probability of {shown}", f"{score.probabilities.get(shown, score.probability):.3f}")
+# The score: the positive class's probability (the one a threshold applies to), else the label's.
+cards[1].metric(f"score (probability of {score.positive_class or score.label})", f"{score.score:.3f}")
 cards[2].metric(
     "threshold",
     f"{score.threshold:.3f}" if score.threshold is not None else "none stored",
@@ -63,9 +65,9 @@ cards[2].metric(
     else "The model has no stored threshold: the most probable class wins (0.5 for two classes).",
 )
 left, right = st.columns(2)
-left.image(score.image, caption=f"{upload.name} ({score.image.width}×{score.image.height})", width=420)
+left.image(image, caption=f"{upload.name} ({image.width}×{image.height})", width=420)
 right.image(
-    score.heatmap_overlay,
+    overlay(image, score.heatmap),
     caption="Grad-CAM: where the model looked (blue: little weight → red: most weight)",
     width=420,
 )
