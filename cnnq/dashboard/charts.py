@@ -162,8 +162,11 @@ def confusion_figure(
     return figure
 
 
-def _roc_traces(roc: dict[str, Sequence[float | None]], threshold: float | None) -> list[go.Scatter]:
-    """The ROC curve and chance line, with the operating point of the chosen threshold marked."""
+def _roc_traces(
+    roc: dict[str, Sequence[float | None]], threshold: float | None, point: tuple[float, float] | None
+) -> list[go.Scatter]:
+    """The ROC curve and chance line, with the operating point of the chosen threshold marked: `point`
+    (false positive rate, sensitivity) when the page worked it out, else the stored curve's point."""
     fpr, tpr = list(roc["fpr"]), list(roc["tpr"])
     # The first ROC threshold is infinite, which JSON stores as null.
     thresholds = [math.inf if t is None else t for t in roc.get("thresholds", [])]
@@ -171,13 +174,15 @@ def _roc_traces(roc: dict[str, Sequence[float | None]], threshold: float | None)
         go.Scatter(x=fpr, y=tpr, mode="lines", name="ROC"),
         go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "gray"}),
     ]
-    if threshold is not None and thresholds:
-        # The operating point: the last ROC point whose threshold is still >= the chosen one.
+    if point is None and threshold is not None and thresholds:
+        # The last ROC point whose threshold is still >= the chosen one.
         index = max((i for i, t in enumerate(thresholds) if t >= threshold), default=0)
+        point = (float(fpr[index] or 0.0), float(tpr[index] or 0.0))
+    if threshold is not None and point is not None:
         traces.append(
             go.Scatter(
-                x=[fpr[index]],
-                y=[tpr[index]],
+                x=[point[0]],
+                y=[point[1]],
                 mode="markers+text",
                 name=f"threshold {threshold:.3f}",
                 text=[f"threshold {threshold:.3f}"],
@@ -210,14 +215,16 @@ def roc_figure(
     threshold: float | None,
     auc: float | None,
     precision_recall: tuple[Sequence[float], Sequence[float], float, float] | None = None,
+    point: tuple[float, float] | None = None,
 ) -> go.Figure:
     """The ROC curve with the chosen threshold's point; beside it, for a two-class report read at a
     threshold, the precision-recall curve (`(recall, precision, at_recall, at_precision)`) with the same
-    point: one figure of two panels, not two charts (each chart is its own draw in the browser)."""
+    point: one figure of two panels, not two charts (each chart is its own draw in the browser). `point`:
+    the threshold's (false positive rate, sensitivity), as the page's cards show it."""
     roc_title = "ROC curve" + (f" (AUC {auc:.3f})" if auc is not None else "")
     titles = [roc_title] + (["Precision-recall curve"] if precision_recall is not None else [])
     figure = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.1)
-    for trace in _roc_traces(roc, threshold):
+    for trace in _roc_traces(roc, threshold, point):
         figure.add_trace(trace, row=1, col=1)
     figure.update_xaxes(title_text="false positive rate", range=[0, 1], row=1, col=1)
     figure.update_yaxes(title_text="true positive rate", range=[0, 1.02], row=1, col=1)

@@ -243,6 +243,9 @@ def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, d
     assert np.allclose(values(roc["ROC"].y), result["roc"]["tpr"])
     marker = next(trace for name, trace in roc.items() if name.startswith("threshold"))
     assert marker.name == f"threshold {result['threshold']:.3f}"
+    # The marker sits where the cards say the threshold operates, not at a point the curve dropped.
+    assert f"{1 - values(marker.x)[0]:.3f}" == metrics(app)["specificity"]
+    assert f"{values(marker.y)[0]:.3f}" == metrics(app)["sensitivity"]
     per_class = table_with(app, "class") if "class" in result["per_class"][0] else app.dataframe[0].value
     assert len(per_class) == 2
     assert "accuracy" in metrics(app)

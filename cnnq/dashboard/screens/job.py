@@ -242,13 +242,12 @@ def show_evaluation(job: dict[str, Any]) -> None:
         return
     classes = [str(c) for c in result.get("classes", [])]
     roc, matrix = result.get("roc"), result.get("confusion_matrix")
-    threshold, precision_recall_at = result.get("threshold"), None
+    threshold, precision_recall_at, point = result.get("threshold"), None, None
     if roc and matrix is not None and len(classes) == 2:
-        threshold, precision_recall_at = show_clinical(result, classes, metrics.get("roc_auc"))
+        threshold, precision_recall_at, point = show_clinical(result, classes, metrics.get("roc_auc"))
     if roc and len(classes) == 2:  # with the precision-recall curve beside it: one chart, not two
-        st.plotly_chart(
-            charts.roc_figure(roc, threshold, metrics.get("roc_auc"), precision_recall_at), key="roc_chart"
-        )
+        figure = charts.roc_figure(roc, threshold, metrics.get("roc_auc"), precision_recall_at, point)
+        st.plotly_chart(figure, key="roc_chart")
     if result.get("threshold") is not None:
         positive = positive_class(classes, result.get("positive_class")) or "the positive class"
         st.caption(f"Stored threshold {float(result['threshold']):.4f} on the probability of {positive}")
@@ -264,9 +263,10 @@ def show_evaluation(job: dict[str, Any]) -> None:
 
 def show_clinical(
     result: dict[str, Any], classes: list[str], auc: float | None
-) -> tuple[float, tuple[list[float], list[float], float, float]]:
+) -> tuple[float, tuple[list[float], list[float], float, float], tuple[float, float]]:
     """Sensitivity, specificity, PPV and NPV at a threshold chosen on a slider (from the stored one), with
-    95% intervals; returns the chosen threshold and the precision-recall curve with its point there."""
+    95% intervals; returns the chosen threshold, the precision-recall curve with its point there, and
+    the ROC point there (false positive rate, sensitivity)."""
     positive = positive_class(classes, result.get("positive_class")) or classes[-1]
     positives, negatives = class_counts(result["confusion_matrix"], classes.index(positive))
     stored = float(result["threshold"]) if result.get("threshold") is not None else 0.5
@@ -324,7 +324,8 @@ def show_clinical(
         f"{int(point.true_negatives)} true negatives, {int(point.false_negatives)} false negatives."
     )
     recall, precision = precision_recall(result["roc"], positives, negatives)
-    return chosen, (recall, precision, point.sensitivity, point.ppv)
+    roc_point = (1 - point.specificity, point.sensitivity)
+    return chosen, (recall, precision, point.sensitivity, point.ppv), roc_point
 
 
 def show_bulk(job: dict[str, Any], facts: dict[str, Any]) -> None:
