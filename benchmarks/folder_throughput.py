@@ -182,7 +182,8 @@ def cnnq_run(root: Path, *, epochs: int, augment: bool, streamed: bool = False, 
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            summary = train_job(spec, Path(workdir), reporter)
+            train_job(spec, Path(workdir), reporter)
+            summary = reporter.summary
     finally:
         if streamed:
             os.environ.pop("CNNQ_CACHE_MEMORY")

@@ -62,7 +62,8 @@ def main() -> None:
         reporter = EpochPrinter(console=console, name=name)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as workdir:
-            summary = train_job(spec, Path(workdir), reporter)
+            train_job(spec, Path(workdir), reporter)
+            summary = reporter.summary
         minutes = (time.perf_counter() - started) / 60
         rates = [row["images_per_second"] for row in reporter.history()]
         target = TARGETS.get(name)

@@ -36,7 +36,7 @@ AUC_RESAMPLES = 1000
 AUC_SEED = 0
 
 
-def evaluate_job(spec: EvalSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
+def evaluate_job(spec: EvalSpec, workdir: Path, reporter: Reporter) -> None:
     from cnnq.data.registry import load_dataset
 
     configure_threads()
@@ -76,10 +76,8 @@ def evaluate_job(spec: EvalSpec, workdir: Path, reporter: Reporter) -> dict[str,
     path = workdir / REPORT
     path.write_text(json.dumps(report, indent=2))
     reporter.artifact(REPORT_ARTIFACT, path)
-    summary = {k: v for k, v in report.items() if k != "metrics"}
-    reporter.result(summary)
+    reporter.result({k: v for k, v in report.items() if k != "metrics"})
     reporter.progress(1.0, f"accuracy {report['metrics']['accuracy']:.4f} on {len(labels)} images")
-    return summary
 
 
 def data_request(spec: EvalSpec, loaded: LoadedModel) -> Any:

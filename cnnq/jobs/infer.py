@@ -227,7 +227,7 @@ def make_engine(
     return Int8Engine(fp32, threads, decision.near_boundary, log, len(todo), sample)
 
 
-def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
+def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> None:
     started = time.monotonic()
     inputs = list(dict.fromkeys(spec.inputs)) if spec.inputs is not None else list_inputs(spec.input)
     done = reporter.done_inputs(inputs)
@@ -333,4 +333,3 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> dict[str, A
                 "earlier job (`cnnq results` exports them all)"
             )
     reporter.result(summary)
-    return summary

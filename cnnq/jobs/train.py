@@ -42,7 +42,7 @@ BEST = "best.pt"
 IMBALANCE_RATIO = 1.5
 
 
-def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, Any]:
+def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> None:
     from cnnq.data.registry import load_dataset
     from cnnq.models.registry import build_model
 
@@ -186,12 +186,8 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> dict[str, A
         if state.stopped_early:
             reporter.log(f"early stop after epoch {epoch}: no better val_accuracy for {spec.patience} epochs")
 
-    result = {
-        "hyperparameters": hyperparameters,
-        **finish(spec, bundle, best_path, info, state, criterion, device, plan, reporter),
-    }
-    reporter.result(result)
-    return result
+    finished = finish(spec, bundle, best_path, info, state, criterion, device, plan, reporter)
+    reporter.result({"hyperparameters": hyperparameters, **finished})
 
 
 class EpochTally:

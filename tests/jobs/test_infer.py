@@ -92,7 +92,8 @@ def test_a_folder_gives_one_row_per_file_with_broken_files_flagged(
 ) -> None:
     files = sorted(str(p) for p in archive.rglob("*") if p.is_file())
     reporter = RecordingReporter()
-    summary = infer_job(_spec(model_file, str(archive), batch_size=8, num_workers=2), tmp_path, reporter)
+    infer_job(_spec(model_file, str(archive), batch_size=8, num_workers=2), tmp_path, reporter)
+    summary = reporter.summary
 
     assert sorted(reporter.rows) == files
     for relative, reason in BROKEN.items():
@@ -126,7 +127,8 @@ def test_poison_inputs_are_flagged_rows_and_every_other_input_is_scored(
     huge = write_huge_png(folder / "huge.png", 13000, 13000)  # 16-bit: 1.35 GB as float64
     lying = write_lying_dicom(folder / "lying.dcm", 65535, 65535)  # 8 GB of pixels declared
     reporter = RecordingReporter()
-    summary = infer_job(_spec(model_file, str(folder), batch_size=4, num_workers=2), tmp_path / "w", reporter)
+    infer_job(_spec(model_file, str(folder), batch_size=4, num_workers=2), tmp_path / "w", reporter)
+    summary = reporter.summary
 
     assert reporter.rows[str(huge)].error == "too large: 13000x13000"
     assert reporter.rows[str(lying)].error == "too large: 65535x65535"
@@ -167,7 +169,8 @@ def test_inputs_that_already_have_a_row_are_not_scored_again(
     earlier = inputs[::3]
     reporter.predictions([PredictionRow(input=path, label="EARLIER") for path in earlier])
 
-    summary = infer_job(_spec(model_file, str(archive), num_workers=0), tmp_path, reporter)
+    infer_job(_spec(model_file, str(archive), num_workers=0), tmp_path, reporter)
+    summary = reporter.summary
 
     assert sorted(reporter.rows) == sorted(inputs)
     assert all(reporter.rows[path].label == "EARLIER" for path in earlier)
@@ -176,25 +179,25 @@ def test_inputs_that_already_have_a_row_are_not_scored_again(
     assert summary["scored"] + summary["flagged"] == len(inputs) - len(earlier)
     assert reporter.progress_updates[0][0] == pytest.approx(len(earlier) / len(inputs))
 
-    again = infer_job(_spec(model_file, str(archive), num_workers=0), tmp_path, reporter)
+    infer_job(_spec(model_file, str(archive), num_workers=0), tmp_path, reporter)
+    again = reporter.summary
     assert again["already_done"] == len(inputs) and again["scored"] == again["flagged"] == 0
 
 
 def test_a_shard_scores_only_its_paths(model_file: Path, archive: Path, tmp_path: Path) -> None:
     inputs = list_inputs(str(archive))
     reporter = RecordingReporter()
-    summary = infer_job(
-        _spec(model_file, str(archive), inputs=inputs[2:7], num_workers=0), tmp_path, reporter
-    )
+    infer_job(_spec(model_file, str(archive), inputs=inputs[2:7], num_workers=0), tmp_path, reporter)
     assert list(reporter.rows) == inputs[2:7]
-    assert summary["inputs"] == 5
+    assert reporter.summary["inputs"] == 5
 
 
 def test_eager_and_onnx_agree_on_every_label(model_file: Path, archive: Path, tmp_path: Path) -> None:
     results = {}
     for engine in ("eager", "onnx"):
         reporter = RecordingReporter()
-        summary = infer_job(_spec(model_file, str(archive), engine=engine), tmp_path / engine, reporter)
+        infer_job(_spec(model_file, str(archive), engine=engine), tmp_path / engine, reporter)
+        summary = reporter.summary
         assert summary["engine"] == engine
         results[engine] = reporter.rows
     assert results["eager"].keys() == results["onnx"].keys()
@@ -212,7 +215,8 @@ def test_eager_and_onnx_agree_on_every_label(model_file: Path, archive: Path, tm
 
 def test_threshold_option_overrides_the_stored_one(model_file: Path, archive: Path, tmp_path: Path) -> None:
     reporter = RecordingReporter()
-    summary = infer_job(_spec(model_file, str(archive / "test"), threshold=0.0), tmp_path, reporter)
+    infer_job(_spec(model_file, str(archive / "test"), threshold=0.0), tmp_path, reporter)
+    summary = reporter.summary
     assert summary["threshold"] == 0.0
     assert {row.label for row in reporter.rows.values()} == {"PNEUMONIA"}
 
@@ -245,7 +249,8 @@ def test_csv_output_has_every_input_once_even_after_a_second_delivery(
     assert 0 < len(first.rows) < len(inputs)
     # Delivered again, reporting what the first delivery wrote as done: the export lists every input.
     second = RecordingReporter(rows=dict(first.rows))
-    summary = infer_job(spec, workdir, second)
+    infer_job(spec, workdir, second)
+    summary = second.summary
     assert summary["already_done"] == len(first.rows)
 
     with out.open(newline="") as file:

@@ -256,7 +256,8 @@ def test_a_job_too_small_for_int8_is_scored_in_fp32(model_file: Path, chest: Pat
         num_workers=0,
     )
     reporter = RecordingReporter()
-    summary = infer_job(spec, tmp_path, reporter)
+    infer_job(spec, tmp_path, reporter)
+    summary = reporter.summary
     report = summary["engine_report"]
     assert summary["scored"] == 50 < QUANTIZE_IMAGES
     assert any("too few" in line for line in reporter.lines)

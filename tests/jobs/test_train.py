@@ -49,7 +49,8 @@ def mnist_spec(root: Path, **options: object) -> TrainSpec:
 
 def test_train_reports_every_epoch_and_writes_loadable_artifacts(tiny_mnist: Path, tmp_path: Path) -> None:
     reporter = RecordingReporter()
-    summary = train_job(mnist_spec(tiny_mnist), tmp_path, reporter)
+    train_job(mnist_spec(tiny_mnist), tmp_path, reporter)
+    summary = reporter.summary
 
     history = reporter.history()
     assert [row["epoch"] for row in history] == [1, 2]
@@ -132,7 +133,8 @@ def test_an_xray_tree_with_broken_files_trains_and_evaluates(tmp_path: Path) -> 
         threshold="youden",
     )
     reporter = RecordingReporter()
-    summary = train_job(spec, tmp_path / "train", reporter)
+    train_job(spec, tmp_path / "train", reporter)
+    summary = reporter.summary
 
     log = "\n".join(reporter.lines)
     for broken in corrupt_files(chest):
@@ -276,7 +278,8 @@ def test_early_stopping_stops_when_val_accuracy_stalls(tiny_mnist: Path, tmp_pat
     # A vanishing learning rate: val_accuracy cannot improve after the first epoch.
     spec = mnist_spec(tiny_mnist, epochs=10, patience=2, optimizer="sgd", lr=1e-9, schedule="none")
     reporter = RecordingReporter()
-    summary = train_job(spec, tmp_path, reporter)
+    train_job(spec, tmp_path, reporter)
+    summary = reporter.summary
     assert [row["epoch"] for row in reporter.history()] == [1, 2, 3]
     assert summary["stopped_early"] and summary["best_epoch"] == 3  # all tie: the latest is kept
     assert any("early stop" in line for line in reporter.lines)
@@ -293,7 +296,8 @@ def test_real_mnist_subset_trains(mnist_root: Path, tmp_path: Path) -> None:
 def test_lenet_reaches_97_percent_on_real_mnist_in_one_epoch(mnist_root: Path, tmp_path: Path) -> None:
     spec = TrainSpec(model="lenet", dataset="mnist", data_root=mnist_root, epochs=1)
     reporter = RecordingReporter()
-    summary = train_job(spec, tmp_path, reporter)
+    train_job(spec, tmp_path, reporter)
+    summary = reporter.summary
     assert summary["test_accuracy"] >= 0.97
 
 
@@ -342,7 +346,8 @@ def test_a_folder_with_defaults_trains_at_its_own_shape_augmented_and_resumes_ex
         augment="rotation=10,shift=0.1,zoom=0.1,flip",
     )
     whole = RecordingReporter()
-    summary = train_job(spec, tmp_path / "whole", whole)
+    train_job(spec, tmp_path / "whole", whole)
+    summary = whole.summary
     assert summary["data"]["input"] == "1x12x12" and summary["data"]["held"] == "memory"
     assert any(line.startswith("channels: 1, from the data") for line in whole.lines)
     assert any(line.startswith("image size: 12x12, from the data") for line in whole.lines)

@@ -47,7 +47,9 @@ def test_a_redelivered_shard_and_resume_finish_what_is_missing(  # type: ignore[
     infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
     with session_scope() as s:
         s.execute(delete(Prediction).where(Prediction.input.in_((spec.inputs or [])[2:])))
-    summary = infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
+    infer_job(spec, workdir, SqlReporter(shards[1], claim.token, first))
+    with session_scope() as s:  # the result the run reported, on its job's row
+        summary = get_job(s, shards[1]).result
     assert (summary["already_done"], summary["scored"] + summary["flagged"]) == (2, 4)
     assert finish_claim(shards[1], claim.token, target=JobStatus.SUCCEEDED) == JobStatus.SUCCEEDED
     assert sorted(_rows(first)) == sorted(inputs[:12])
