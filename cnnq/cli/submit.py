@@ -12,17 +12,13 @@ from cnnq.cli.spec_options import AnySpec, Placement, spec_commands
 def _execute(spec: AnySpec, placement: Placement) -> None:
     from cnnq.db.jobs import get_job
     from cnnq.db.migrate import upgrade_database
-    from cnnq.db.outage import database_unavailable, is_outage
+    from cnnq.db.outage import refused_while_out
     from cnnq.db.session import session_scope
     from cnnq.lifecycle.submit import Placement as Where
     from cnnq.lifecycle.submit import submit_job
 
-    try:
+    with refused_while_out():
         upgrade_database()
-    except Exception as error:
-        if is_outage(error):
-            raise database_unavailable(error) from None
-        raise
     job_id = submit_job(spec, Where(queue=placement.queue, priority=placement.priority))
     if placement.wait:
         code = wait_for(job_id, as_json=placement.as_json)

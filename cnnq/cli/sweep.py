@@ -165,15 +165,11 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 def _record(spec: Any, queue: str | None, priority: int) -> str:
     from cnnq.db.migrate import upgrade_database
-    from cnnq.db.outage import database_unavailable, is_outage
+    from cnnq.db.outage import refused_while_out
     from cnnq.sweeps.submit import submit_sweep
 
-    try:
+    with refused_while_out():
         upgrade_database()
-    except Exception as error:
-        if is_outage(error):
-            raise database_unavailable(error) from None
-        raise
     return submit_sweep(spec, queue, priority)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -40,6 +41,18 @@ def database_unavailable(error: BaseException, consequence: str = "nothing was q
         f"the database {mask_url(get_settings().database_url)} does not answer ({reason}); "
         f"{consequence + '. ' if consequence else ''}Check CNNQ_DATABASE_URL, or try again when it is back"
     )
+
+
+@contextmanager
+def refused_while_out(consequence: str = "nothing was queued") -> Iterator[None]:
+    """Turn a database outage inside the block into one `ServiceUnavailable` line (`database_unavailable`);
+    any other error passes through as it is."""
+    try:
+        yield
+    except Exception as error:
+        if is_outage(error):
+            raise database_unavailable(error, consequence) from None
+        raise
 
 
 def retrying(action: Callable[[], T], *, patience: float, what: str, since: float | None = None) -> T:

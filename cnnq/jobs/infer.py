@@ -321,8 +321,8 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> None:
         "images_per_second": round(len(todo) / seconds, 2) if seconds > 0 else None,
         "output": None,
     }
-    if engine is not None and engine.report():
-        summary["engine_report"] = engine.report()
+    if engine is not None and (report := engine.report()):
+        summary["engine_report"] = report
     if log is not None and spec.output is not None:
         written = log.export(spec.output, inputs)
         summary["output"] = str(spec.output)

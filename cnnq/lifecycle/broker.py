@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from cnnq.errors import ServiceUnavailable
 from cnnq.lifecycle.queues import (
     DEFAULT_QUEUE,
     PRIORITY_SEPARATOR,
@@ -187,6 +188,15 @@ def broker_problem(url: str | None = None) -> str | None:
     except (redis.RedisError, OSError, ValueError) as error:
         return f"the broker {mask_url(url)} does not answer ({type(error).__name__}: {error})"
     return None
+
+
+def require_broker() -> None:
+    """Refuse to record a job while the broker does not answer: one line naming it, nothing queued."""
+    problem = broker_problem()
+    if problem is not None:
+        raise ServiceUnavailable(
+            f"{problem}; nothing was queued. Start one with `cnnq up` or set CNNQ_BROKER_URL"
+        )
 
 
 def queue_depths(queues: list[str], url: str | None = None) -> dict[str, int]:

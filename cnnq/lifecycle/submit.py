@@ -15,13 +15,13 @@ from sqlalchemy import delete
 
 from cnnq.db.clock import db_now
 from cnnq.db.jobs import create_job, get_job
-from cnnq.db.outage import database_unavailable, is_outage
+from cnnq.db.outage import refused_while_out
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Job, UnshardedInputs
 from cnnq.errors import ServiceUnavailable
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, parse_spec
-from cnnq.lifecycle.broker import broker_problem, send_message
+from cnnq.lifecycle.broker import require_broker, send_message
 from cnnq.lifecycle.bulk import BulkPlan, plan_shards, resolve_resume
 from cnnq.lifecycle.queues import LOCAL_QUEUE, queue_for
 from cnnq.settings import get_settings, mask_url
@@ -40,17 +40,9 @@ class Placement:
 def submit_job(spec: AnySpec, placement: Placement, *, message: str | None = None) -> str:
     """Record and queue a job; returns its id. A bulk inference job becomes a parent plus its shards."""
     queue = queue_for(spec.device, placement.queue)
-    problem = broker_problem()
-    if problem is not None:
-        raise ServiceUnavailable(
-            f"{problem}; nothing was queued. Start one with `cnnq up` or set CNNQ_BROKER_URL"
-        )
-    try:
+    require_broker()
+    with refused_while_out():
         job_id, leaves = _record(spec, queue, placement.priority, message)
-    except Exception as error:
-        if is_outage(error):
-            raise database_unavailable(error) from None
-        raise
     try:
         for leaf in leaves:
             send_message(leaf, queue, placement.priority)

@@ -9,12 +9,11 @@ trials (`cnnq.sweeps.trials`).
 from __future__ import annotations
 
 from cnnq.db.jobs import create_job, new_job_id, transition
-from cnnq.db.outage import database_unavailable, is_outage
+from cnnq.db.outage import refused_while_out
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
 from cnnq.db.tables import Sweep
-from cnnq.errors import ServiceUnavailable
-from cnnq.lifecycle.broker import broker_problem
+from cnnq.lifecycle.broker import require_broker
 from cnnq.lifecycle.queues import queue_for
 from cnnq.sweeps.spec import SWEEP_KIND, SweepSpec
 from cnnq.sweeps.trials import advance_sweep
@@ -25,13 +24,9 @@ def submit_sweep(spec: SweepSpec, queue: str | None = None, priority: int = 0) -
     from cnnq.sweeps.study import create_study
 
     queue = queue_for(str(spec.train.get("device", "auto")), queue)
-    problem = broker_problem()
-    if problem is not None:
-        raise ServiceUnavailable(
-            f"{problem}; nothing was queued. Start one with `cnnq up` or set CNNQ_BROKER_URL"
-        )
+    require_broker()
     sweep_id = new_job_id(SWEEP_KIND)
-    try:
+    with refused_while_out():
         create_study(sweep_id, spec)
         with session_scope() as session:
             create_job(
@@ -50,9 +45,5 @@ def submit_sweep(spec: SweepSpec, queue: str | None = None, priority: int = 0) -
                 message=f"0 of {spec.trials} trials ended",
             )
             session.add(Sweep(job_id=sweep_id))
-    except Exception as error:
-        if is_outage(error):
-            raise database_unavailable(error) from None
-        raise
     advance_sweep(sweep_id)
     return sweep_id

@@ -105,15 +105,16 @@ def _fill(root: Path, broker_url: str) -> FilledDatabase:
     )
 
 
-@pytest.fixture(scope="session")
-def filled_database(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> FilledDatabase:
+@contextlib.contextmanager
+def new_database(root: Path, redis_server: Any) -> Iterator[None]:
+    """For the block: CNNQ_* settings for a new, migrated SQLite database under `root`, the real MNIST
+    and the test session's Redis (flushed before and after); the settings as they were after it."""
     if not (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip(f"real MNIST not found under {SHARED_DATASETS}")
     from cnnq.db.migrate import upgrade_database
     from cnnq.db.session import dispose_engines
     from cnnq.settings import reload_settings
 
-    root = tmp_path_factory.mktemp("dashboard-jobs")
     redis_server.flush()
     env = {
         "CNNQ_HOME": str(root / "home"),
@@ -128,12 +129,18 @@ def filled_database(tmp_path_factory: pytest.TempPathFactory, redis_server: Any)
         reload_settings()
         upgrade_database(env["CNNQ_DATABASE_URL"])
         try:
-            filled = _fill(root, redis_server.url)
+            yield
         finally:
             dispose_engines()
     reload_settings()
     redis_server.flush()
-    return filled
+
+
+@pytest.fixture(scope="session")
+def filled_database(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> FilledDatabase:
+    root = tmp_path_factory.mktemp("dashboard-jobs")
+    with new_database(root, redis_server):
+        return _fill(root, redis_server.url)
 
 
 def copy_database(source: Path, target: Path) -> Path:

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import SHARED_DATASETS
-from tests.dashboard.conftest import copy_env
+from tests.dashboard.conftest import copy_env, new_database
 from tests.dashboard.test_pages import figures, metrics, open_page, table_with
 
 pytestmark = pytest.mark.slow
@@ -33,30 +32,15 @@ class SweptDatabase:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterator[SweptDatabase]:
     """A database holding one finished sweep, its trials run here one after another as workers run them."""
-    if not (SHARED_DATASETS / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"real MNIST not found under {SHARED_DATASETS}")
     from cnnq.cli.app import main
-    from cnnq.db.migrate import upgrade_database
-    from cnnq.db.session import dispose_engines, session_scope
+    from cnnq.db.session import session_scope
     from cnnq.db.status import JobStatus
     from cnnq.db.tables import Job
     from cnnq.lifecycle.claim import execute_job
-    from cnnq.settings import get_settings, reload_settings
+    from cnnq.settings import get_settings
 
     root = tmp_path_factory.mktemp("sweep-dashboard")
-    redis_server.flush()
-    env = {
-        "CNNQ_HOME": str(root / "home"),
-        "CNNQ_DATABASE_URL": f"sqlite:///{root / 'cnnq.db'}",
-        "CNNQ_ARTIFACT_ROOT": str(root / "artifacts"),
-        "CNNQ_DATA_ROOT": str(SHARED_DATASETS),
-        "CNNQ_BROKER_URL": redis_server.url,
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        reload_settings()
-        upgrade_database()
+    with new_database(root, redis_server):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = main([
@@ -77,9 +61,6 @@ def swept(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterat
             execute_job(queued, worker="test-worker@dashboard")
         settings = get_settings()
         database = Path(settings.database_url.removeprefix("sqlite:///"))
-        dispose_engines()
-    reload_settings()
-    redis_server.flush()
     yield SweptDatabase(database, settings.artifact_dir, sweep_id)
 
 
