@@ -175,8 +175,8 @@ class Stack:
         """One `cnnq worker --cpu` using every core (None), or one per listed core, pinned to it."""
         from sqlalchemy import select
 
+        from cnnq.db.orm import Worker
         from cnnq.db.session import session_scope
-        from cnnq.db.tables import Worker
 
         env = {k: v for k, v in os.environ.items() if k != "CNNQ_TORCH_THREADS"}
         processes = []
@@ -259,8 +259,8 @@ def bulk_rate(folder: Path, count: int, model_file: Path, engine: str, shard_siz
     from sqlalchemy import func, select
 
     from cnnq.db.jobs import children_of, get_job
+    from cnnq.db.orm import Prediction
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Prediction
     from cnnq.jobs.spec import InferSpec
     from cnnq.lifecycle.submit import Placement, submit_job
 

@@ -68,9 +68,9 @@ def fill_database(count: int) -> str:
     from sqlalchemy import insert
 
     from cnnq.db.jobs import new_job_id
+    from cnnq.db.orm import Job
     from cnnq.db.session import session_scope
     from cnnq.db.status import JobStatus
-    from cnnq.db.tables import Job
 
     statuses = [JobStatus(name) for name in ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")]
     kinds = ("train", "eval", "infer")

@@ -81,9 +81,9 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
     from sqlalchemy import insert
 
     from cnnq.db.migrate import upgrade_database
+    from cnnq.db.orm import Artifact, Job, LogLine, Metric, Prediction, Worker
     from cnnq.db.session import session_scope
     from cnnq.db.status import JobStatus
-    from cnnq.db.tables import Artifact, Job, LogLine, Metric, Prediction, Worker
     from cnnq.jobs.hyperparameters import effective_hyperparameters
     from cnnq.jobs.spec import TrainSpec
 
@@ -360,10 +360,12 @@ RENDERED = """() => {
     if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
     if (document.querySelector('[data-testid=stSkeleton]')) return false;
     const main = document.querySelector('[data-testid=stMain]');
-    return !!main && main.querySelector('h1') !== null;
+    if (!main || main.querySelector('h1') === null) return false;
+    const charts = [...main.querySelectorAll('[data-testid=stVegaLiteChart]')];
+    return charts.every(chart => chart.querySelector('svg .role-mark, canvas') !== null);
 }"""
-"""The page's script has ended and its title is drawn (charts and tables are drawn by then), or it
-failed."""
+"""The page's script has ended, its title is drawn and every chart has drawn its marks (Vega draws them
+after the script's end, within tens of milliseconds), or it failed."""
 
 
 def first_render_seconds(context: Any, url: str) -> float:

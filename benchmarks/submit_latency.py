@@ -227,8 +227,8 @@ def wait_for_worker(since: float, timeout: float = 180) -> None:
 
     from sqlalchemy import select
 
+    from cnnq.db.orm import Worker
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Worker
 
     after = datetime.fromtimestamp(since, UTC)
     deadline = time.monotonic() + timeout

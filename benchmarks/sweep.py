@@ -201,8 +201,8 @@ def cnnq_sweep(spec, name: str) -> Row:  # type: ignore[no-untyped-def]
     """(b), (c): the sweep through the queue, timed from its first trial's start to its last one's end."""
     from sqlalchemy import func, select
 
+    from cnnq.db.orm import Job, Metric
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Job, Metric
     from cnnq.sweeps.report import summarize
     from cnnq.sweeps.submit import submit_sweep
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from cnnq.db.tables import Job
+    from cnnq.db.orm import Job
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = (REPO.parent / "shared" / "datasets").resolve()
@@ -249,8 +249,8 @@ class WorkerLauncher:
         """The registered Celery worker processes this launcher started (from the `workers` table)."""
         from sqlalchemy import select
 
+        from cnnq.db.orm import Worker
         from cnnq.db.session import session_scope
-        from cnnq.db.tables import Worker
 
         with session_scope() as session:
             rows = session.execute(select(Worker.name, Worker.pid).where(Worker.stopped_at.is_(None))).all()

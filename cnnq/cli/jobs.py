@@ -1,7 +1,8 @@
 """Looking at jobs and steering them: `jobs`, `show`, `logs`, `wait`, `cancel`, `retry`.
 
 The database modules are imported by the commands that run, not here: `cnnq --help` and the
-commands of other modules do not pay for SQLAlchemy's ORM.
+commands of other modules do not pay for SQLAlchemy. The commands run Core statements on a
+connection; none imports the ORM (`tests/cli/test_import_floor.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from cnnq.db.status import JobStatus
 from cnnq.errors import UserError
 
 if TYPE_CHECKING:
-    from cnnq.db.tables import Job
+    from sqlalchemy import Connection, Row
 
 _POLL_SECONDS = 0.5
 _SINCE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -33,54 +34,50 @@ _STYLE = {
 }
 
 
-def _is_lost(job: Job) -> bool:
+def _is_lost(connection: Connection, job: Row[Any]) -> bool:
     """Whether a running job's worker stopped beating, judged on the database's clock."""
     if job.status != JobStatus.RUNNING:
         return False
-    from sqlalchemy.orm import object_session
-
     from cnnq.db.clock import read_db_now
     from cnnq.db.jobs import is_lost
     from cnnq.settings import get_settings
 
-    session = object_session(job)
-    now = read_db_now(session) if session is not None else _utcnow()
-    return is_lost(job, timedelta(seconds=get_settings().lost_after_seconds), now)
+    return is_lost(job, timedelta(seconds=get_settings().lost_after_seconds), read_db_now(connection))
 
 
-def status_text(job: Job) -> str:
+def status_text(connection: Connection, job: Row[Any]) -> str:
     """The status as people read it: a running job whose worker stopped beating is `RUNNING (lost)`."""
-    return f"{job.status} (lost)" if _is_lost(job) else str(job.status)
+    return f"{job.status} (lost)" if _is_lost(connection, job) else str(job.status)
 
 
-def _styled_status(job: Job) -> str:
-    return f"[{_STYLE.get(job.status, 'white')}]{status_text(job)}[/]"
+def _styled_status(connection: Connection, job: Row[Any]) -> str:
+    return f"[{_STYLE.get(job.status, 'white')}]{status_text(connection, job)}[/]"
 
 
-def _job(session: Any, job_id: str) -> Job:
+def _job(connection: Connection, job_id: str) -> Row[Any]:
     from cnnq.db.jobs import JobNotFound, find_job
 
     try:
-        return find_job(session, job_id)
+        return find_job(connection, job_id)
     except JobNotFound as error:
         raise UserError(str(error)) from None
 
 
-def full_object(session: Any, job: Job) -> dict[str, Any]:
+def full_object(connection: Connection, job: Row[Any]) -> dict[str, Any]:
     """The job object, plus shard and prediction counts for a bulk parent."""
     from cnnq.db.jobs import bulk_decision, bulk_id_of, count_by_status
     from cnnq.db.records import prediction_counts
     from cnnq.db.views import job_object
 
-    obj = job_object(session, job)
-    obj["lost"] = _is_lost(job)
-    shards = count_by_status(session, job.id)
+    obj = job_object(connection, job)
+    obj["lost"] = _is_lost(connection, job)
+    shards = count_by_status(connection, job.id)
     if shards and job.kind == "sweep":
         obj["trials"] = {str(status): count for status, count in shards.items()}
     elif shards:
         obj["shards"] = {str(status): count for status, count in shards.items()}
-        _, positive_class = bulk_decision(session, job)  # the class the dashboard counts as positive
-        obj["predictions"] = prediction_counts(session, bulk_id_of(job), positive_class)
+        _, positive_class = bulk_decision(connection, job)  # the class the dashboard counts as positive
+        obj["predictions"] = prediction_counts(connection, bulk_id_of(job), positive_class)
     return obj
 
 
@@ -120,17 +117,17 @@ def _engine_line(result: dict[str, Any]) -> str:
     return line + (", went back to fp32" if report["fell_back_to_fp32"] else "")
 
 
-def print_job(session: Any, job: Job) -> None:
+def print_job(connection: Connection, job: Row[Any]) -> None:
     """`cnnq show` for people: spec, status, timings, last metrics, artifacts, error."""
     from rich.table import Table
 
-    obj = full_object(session, job)
+    obj = full_object(connection, job)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     table.add_row("id", job.id)
     table.add_row("kind", job.kind)
-    table.add_row("status", _styled_status(job))
+    table.add_row("status", _styled_status(connection, job))
     table.add_row("progress", f"{job.progress:.0%}")
     if job.message:
         table.add_row("message", job.message)
@@ -172,11 +169,11 @@ def wait_for(job_id: str, *, as_json: bool = False, timeout: float | None = None
     """Follow a job until it ends, showing its progress; 0 when it SUCCEEDED, 1 otherwise, 124 on timeout."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    with session_scope() as session:
-        job_id = _job(session, job_id).id
+    with connection_scope() as connection:
+        job_id = _job(connection, job_id).id
     shown = console if not as_json else err_console
     live = shown.is_terminal
     last_line = ""
@@ -193,9 +190,9 @@ def wait_for(job_id: str, *, as_json: bool = False, timeout: float | None = None
     with progress:
         bar = progress.add_task("", total=1.0, job=job_id, status="")
         while True:
-            with session_scope() as session:
-                job = _job(session, job_id)
-                status, fraction, message = status_text(job), job.progress, job.message or ""
+            with connection_scope() as connection:
+                job = _job(connection, job_id)
+                status, fraction, message = status_text(connection, job), job.progress, job.message or ""
                 finished = job.status.finished
             if live:
                 progress.update(bar, completed=fraction, description=message, status=status)
@@ -210,12 +207,12 @@ def wait_for(job_id: str, *, as_json: bool = False, timeout: float | None = None
                 err_console.print(f"{job_id} is still {status} after {timeout:g}s", highlight=False)
                 return 124
             time.sleep(_POLL_SECONDS)
-    with session_scope() as session:
-        job = _job(session, job_id)
+    with connection_scope() as connection:
+        job = _job(connection, job_id)
         if as_json:
-            print_json(full_object(session, job))
+            print_json(full_object(connection, job))
         else:
-            print_job(session, job)
+            print_job(connection, job)
         return 0 if job.status == JobStatus.SUCCEEDED else 1
 
 
@@ -246,14 +243,14 @@ def jobs_command(
     from rich.table import Table
 
     from cnnq.db.jobs import list_jobs
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
 
-    with session_scope() as session:
+    with connection_scope() as connection:
         found = list_jobs(
-            session, statuses=statuses, kinds=kind, since=moment, top_level=not shards, limit=limit
+            connection, statuses=statuses, kinds=kind, since=moment, top_level=not shards, limit=limit
         )
         if as_json:
-            print_json([full_object(session, job) for job in found])
+            print_json([full_object(connection, job) for job in found])
             return
         table = Table()
         for header in ("ID", "KIND", "STATUS", "PROGRESS"):
@@ -264,7 +261,7 @@ def jobs_command(
             table.add_row(
                 job.id,
                 job.kind,
-                _styled_status(job),
+                _styled_status(connection, job),
                 f"{job.progress:.0%}",
                 job.queue,
                 job.worker or "",
@@ -282,14 +279,14 @@ def show_command(
     as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
 ) -> None:
     """A job's spec, status, timings, last metrics, artifacts and error."""
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
 
-    with session_scope() as session:
-        job = _job(session, job_id)
+    with connection_scope() as connection:
+        job = _job(connection, job_id)
         if as_json:
-            print_json(full_object(session, job))
+            print_json(full_object(connection, job))
         else:
-            print_job(session, job)
+            print_job(connection, job)
 
 
 def logs_command(
@@ -299,15 +296,15 @@ def logs_command(
 ) -> None:
     """A job's log lines."""
     from cnnq.db.records import log_lines
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
 
     after = 0
     collected: list[dict[str, str]] = []
     while True:
-        with session_scope() as session:
-            job = _job(session, job_id)
+        with connection_scope() as connection:
+            job = _job(connection, job_id)
             finished = job.status.finished
-            for line in log_lines(session, job.id, after):
+            for line in log_lines(connection, job.id, after):
                 after = line.id
                 if as_json:
                     collected.append({"time": line.time.isoformat(), "line": line.line})
@@ -337,17 +334,17 @@ def cancel_command(
     as_json: bool = typer.Option(False, "--json", help="Print the job object as JSON."),
 ) -> None:
     """Cancel a job: a queued one now, a running one within seconds (a bulk job: all its shards)."""
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
     from cnnq.lifecycle.cancel import cancel_job
 
-    with session_scope() as session:
-        job = _job(session, job_id)
+    with connection_scope() as connection:
+        job = _job(connection, job_id)
         before = job.status
     cancel_job(job.id)
-    with session_scope() as session:
-        job = _job(session, job.id)
+    with connection_scope() as connection:
+        job = _job(connection, job.id)
         if as_json:
-            print_json(full_object(session, job))
+            print_json(full_object(connection, job))
         elif before.finished:
             console.print(f"{job.id} had already ended: {job.status}")
         elif job.status == JobStatus.CANCELLED:
@@ -361,15 +358,15 @@ def retry_command(
     as_json: bool = typer.Option(False, "--json", help="Print the new job object as JSON."),
 ) -> None:
     """Submit a new job with the same spec, queue and priority."""
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
     from cnnq.lifecycle.submit import retry_job
 
-    with session_scope() as session:
-        old_id = _job(session, job_id).id
+    with connection_scope() as connection:
+        old_id = _job(connection, job_id).id
     new_id = retry_job(old_id)
-    with session_scope() as session:
+    with connection_scope() as connection:
         if as_json:
-            print_json(full_object(session, _job(session, new_id)))
+            print_json(full_object(connection, _job(connection, new_id)))
         else:
             console.print(f"queued {new_id} (retry of {old_id})")
 

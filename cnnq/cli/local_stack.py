@@ -175,8 +175,8 @@ def ensure_worker(wait_seconds: float = 60.0) -> Started:
 
 
 def _wait_for_registration(launcher_pid: int, wait_seconds: float) -> None:
+    from cnnq.db.orm import Worker
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Worker
 
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:

@@ -63,28 +63,28 @@ def results(
     """Export an inference job's predictions: one row per input with input, label, score, error."""
     from cnnq.db.jobs import JobNotFound, find_job
     from cnnq.db.results import prediction_records, prediction_scope, write_predictions_csv
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
     from cnnq.outputs import prediction_columns
 
     if format == ExportFormat.PARQUET and out is None:
         raise UserError("--format parquet needs --out FILE (parquet is not written to a terminal)")
-    with session_scope() as session:
+    with connection_scope() as connection:
         try:
-            scope = prediction_scope(session, find_job(session, job))
+            scope = prediction_scope(connection, find_job(connection, job))
         except JobNotFound as error:
             raise UserError(str(error)) from None
         which = only.value if only else None
         if out is None:
-            write_predictions_csv(session, scope, sys.stdout, which)
+            write_predictions_csv(connection, scope, sys.stdout, which)
             sys.stdout.flush()
             return
         target = out.expanduser()
         with atomic_file(target, "wb" if format == ExportFormat.PARQUET else "w") as file:
             if format == ExportFormat.PARQUET:
-                records = prediction_records(session, scope, which)
+                records = prediction_records(connection, scope, which)
                 count = _write_parquet(records, prediction_columns(scope.classes), file)
             else:
-                count = write_predictions_csv(session, scope, file, which)
+                count = write_predictions_csv(connection, scope, file, which)
     console.print(f"wrote {count} rows of {scope.job_id} to {target}", highlight=False)
 
 

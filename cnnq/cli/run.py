@@ -28,7 +28,7 @@ def _execute(spec: AnySpec, placement: Placement) -> None:
             priority=placement.priority,
         ).id
     worker = default_worker_name()
-    heartbeat = Heartbeat(worker, registered=False, sweep=False)
+    heartbeat = Heartbeat(worker, registered=False, recover=False)
     heartbeat.job_id = job_id
     heartbeat.start()
     try:

@@ -110,7 +110,7 @@ def _parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
             help_text += f" (default: the model's recipe, `cnnq models` shows it; else {base})"
             default, annotation = None, annotation | None
         flag = f"--{name.replace('_', '-')}"
-        decls = [flag] if annotation is not bool else [f"{flag}/--no-{name.replace('_', '-')}"]
+        decls = [flag] if annotation not in (bool, bool | None) else [f"{flag}/--no-{name.replace('_', '-')}"]
         option = typer.Option(default, *decls, help=help_text, show_default=default is not ...)
         params.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
@@ -130,11 +130,11 @@ def resolve_model_from(value: str) -> Path:
         return path.absolute()
     from cnnq.db.jobs import JobNotFound, find_job
     from cnnq.db.records import model_file_of
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
 
     try:
-        with session_scope() as session:
-            return model_file_of(session, find_job(session, value))
+        with connection_scope() as connection:
+            return model_file_of(connection, find_job(connection, value))
     except JobNotFound as error:
         raise UserError(f"--model-from: {error}") from None
 

@@ -13,7 +13,7 @@ def _execute(spec: AnySpec, placement: Placement) -> None:
     from cnnq.db.jobs import get_job
     from cnnq.db.migrate import upgrade_database
     from cnnq.db.outage import refused_while_out
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
     from cnnq.lifecycle.submit import Placement as Where
     from cnnq.lifecycle.submit import submit_job
 
@@ -25,10 +25,10 @@ def _execute(spec: AnySpec, placement: Placement) -> None:
         if code:
             raise typer.Exit(code)
         return
-    with session_scope() as session:
-        job = get_job(session, job_id)
+    with connection_scope() as connection:
+        job = get_job(connection, job_id)
         if placement.as_json:
-            print_json(full_object(session, job))
+            print_json(full_object(connection, job))
         else:
             what = f" ({job.message})" if job.message else ""
             console.print(

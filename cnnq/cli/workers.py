@@ -55,14 +55,14 @@ def workers_command(
     from datetime import timedelta
 
     from cnnq.db.clock import read_db_now
-    from cnnq.db.session import session_scope
+    from cnnq.db.session import connection_scope
     from cnnq.db.workers import list_workers, worker_state
     from cnnq.lifecycle.broker import broker_problem, queue_depths
     from cnnq.lifecycle.queues import CPU_QUEUE, DEFAULT_QUEUE, GPU_QUEUE
 
     lost_after = timedelta(seconds=get_settings().lost_after_seconds)
-    with session_scope() as session:
-        now = read_db_now(session)
+    with connection_scope() as connection:
+        now = read_db_now(connection)
         rows: list[dict[str, Any]] = [
             {
                 "name": w.name,
@@ -77,7 +77,7 @@ def workers_command(
                 "started_at": w.started_at.isoformat(),
                 "heartbeat_at": w.heartbeat_at.isoformat(),
             }
-            for w in list_workers(session, include_stopped=all_)
+            for w in list_workers(connection, include_stopped=all_)
         ]
     names = list(
         dict.fromkeys([DEFAULT_QUEUE, CPU_QUEUE, GPU_QUEUE, *(q for r in rows for q in r["queues"])])

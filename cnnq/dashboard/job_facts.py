@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cnnq.db.tables import Job, LogLine
+from cnnq.db.orm import Job, LogLine
 from cnnq.outputs import CHECKPOINT_ARTIFACT, MODEL_ARTIFACT, REPORT_ARTIFACT
 
 LOG_LINES = 500

@@ -10,14 +10,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import children_of, list_jobs
+from cnnq.db.orm import Artifact, Job, Worker
 from cnnq.db.records import artifacts_of, curve_points, last_metrics, metric_history
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Artifact, Job, Worker, utcnow
+from cnnq.db.tables import utcnow
 from cnnq.db.workers import list_workers, worker_state
 from cnnq.jobs.spec import shard_inputs
 from cnnq.outputs import MODEL_ARTIFACT
@@ -214,7 +215,7 @@ def _all_options(options: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["job", *keys])
 
 
-def bulk_jobs(session: Session, limit: int = 200) -> list[Job]:
+def bulk_jobs(session: Session, limit: int = 200) -> list[Row[Any]]:
     """Top-level inference jobs (a bulk parent, or a single unsharded job)."""
     return list_jobs(session, kinds=("infer",), top_level=True, limit=limit)
 

@@ -16,9 +16,9 @@ from sqlalchemy import Integer, Select, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from cnnq.db.jobs import get_job
+from cnnq.db.orm import Prediction
 from cnnq.db.results import prediction_scope, write_predictions_csv
 from cnnq.db.session import session_scope
-from cnnq.db.tables import Prediction
 
 BINS = 40
 Shown = Literal["scored", "flagged", "all"]

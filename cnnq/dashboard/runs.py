@@ -23,8 +23,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
 
 from cnnq.db.clock import db_now
+from cnnq.db.orm import Job, Metric
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, Metric
 from cnnq.jobs.hyperparameters import effective_hyperparameters
 from cnnq.jobs.spec import TrainSpec
 

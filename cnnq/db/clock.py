@@ -8,14 +8,17 @@ WHERE. (SQLite has no server: its clock is the host's, which is right for a data
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import FunctionElement
 
 from cnnq.db.tables import UTCDateTime
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
 
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now'{shift}) || '000'"
 """Microseconds as SQLAlchemy stores them on SQLite, so stored and computed times compare as text."""
@@ -59,7 +62,7 @@ def _ago_sqlite(element: db_ago, compiler: Any, **kw: Any) -> str:
     return _SQLITE_NOW.format(shift=f", '-{element.seconds!r} seconds'")
 
 
-def read_db_now(session: Session) -> datetime:
+def read_db_now(session: Connection | Session) -> datetime:
     """The database server's time, for reports that compare Python-side (`RUNNING (lost)`, ages)."""
     value = session.scalar(select(db_now()))
     assert value is not None

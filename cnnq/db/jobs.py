@@ -1,4 +1,8 @@
-"""Job rows: create them, move their status, find them. Every status change goes through `transition`."""
+"""Job rows: create them, move their status, find them. Every status change goes through `transition`.
+
+Core statements on `cnnq.db.tables.jobs`, run through a `Session` or a `Connection` alike; a job comes
+back as a `Row`, whose attributes are the job's columns, as an `orm.Job`'s are.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ import secrets
 import string
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Row, func, insert, select, update
 
 from cnnq.db.clock import db_ago, db_now
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus, check_transition, sources_of
-from cnnq.db.tables import Job, utcnow
+from cnnq.db.tables import jobs
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -30,7 +37,7 @@ def new_job_id(kind: str) -> str:
 
 
 def create_job(
-    session: Session,
+    session: Connection | Session,
     *,
     kind: str,
     spec: dict[str, Any],
@@ -38,8 +45,10 @@ def create_job(
     priority: int = 0,
     parent_id: str | None = None,
     job_id: str | None = None,
-) -> Job:
-    job = Job(
+    **fields: Any,
+) -> Row[Any]:
+    """Insert a QUEUED job; `fields` set other columns (`message`, `sent_at`)."""
+    stmt = insert(jobs).values(
         id=job_id or new_job_id(kind),
         kind=kind,
         spec=spec,
@@ -47,43 +56,45 @@ def create_job(
         priority=priority,
         queue=queue,
         parent_id=parent_id,
-        attempts=0,
-        progress=0.0,
-        cancel_requested=False,
-        created_at=utcnow(),
+        **fields,
     )
-    session.add(job)
-    session.flush()
-    return job
+    return session.execute(stmt.returning(*jobs.c)).one()
 
 
-def get_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+def _row(session: Connection | Session, job_id: str) -> Row[Any] | None:
+    return session.execute(select(jobs).where(jobs.c.id == job_id)).first()
+
+
+def get_job(session: Connection | Session, job_id: str) -> Row[Any]:
+    job = _row(session, job_id)
     if job is None:
         raise JobNotFound(job_id)
     return job
 
 
-def find_job(session: Session, prefix: str) -> Job:
+def find_job(session: Connection | Session, prefix: str) -> Row[Any]:
     """A job by its id, or by a prefix that names exactly one job."""
-    job = session.get(Job, prefix)
+    job = _row(session, prefix)
     if job is not None:
         return job
-    matches = session.scalars(select(Job).where(Job.id.startswith(prefix, autoescape=True)).limit(2)).all()
+    matches = session.execute(
+        select(jobs).where(jobs.c.id.startswith(prefix, autoescape=True)).limit(2)
+    ).all()
     if len(matches) == 1:
         return matches[0]
     raise JobNotFound(prefix)
 
 
 def transition(
-    session: Session,
+    session: Connection | Session,
     job_id: str,
     target: JobStatus,
     *,
     only_if: ColumnElement[bool] | None = None,
     **fields: Any,
-) -> Job:
-    """Move a job to `target`, refusing illegal moves; race-free across processes.
+) -> Row[Any]:
+    """Move a job to `target`, refusing illegal moves; race-free across processes. Returns the job's row
+    as it is now.
 
     The UPDATE only matches rows still in a status from which `target` is legal (and, with `only_if`,
     that still meet that condition), so two workers (or a worker and a reaper) cannot both win.
@@ -98,29 +109,24 @@ def transition(
         values.setdefault("finished_at", db_now())
         if target == JobStatus.SUCCEEDED:
             values.setdefault("progress", 1.0)
-    conditions = [Job.id == job_id, Job.status.in_(sources_of(target))]
+    conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources_of(target))]
     if only_if is not None:
         conditions.append(only_if)
-    result = session.execute(
-        update(Job).where(*conditions).values(**values).execution_options(synchronize_session=False)
-    )
+    result = session.execute(update(jobs).where(*conditions).values(**values))
+    job = get_job(session, job_id)
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.refresh(job)
         raise IllegalTransition(job_id, job.status, target)
-    session.refresh(job)
     return job
 
 
-def update_job(session: Session, job_id: str, **fields: Any) -> None:
+def update_job(session: Connection | Session, job_id: str, **fields: Any) -> None:
     """Change fields other than the status (progress, message, heartbeat...)."""
     if "status" in fields:
         raise ValueError("use transition() to change a job's status")
-    session.execute(
-        update(Job).where(Job.id == job_id).values(**fields).execution_options(synchronize_session=False)
-    )
+    session.execute(update(jobs).where(jobs.c.id == job_id).values(**fields))
 
 
-def request_cancel(session: Session, job_id: str) -> Job:
+def request_cancel(session: Connection | Session, job_id: str) -> Row[Any]:
     """Cancel cooperatively: a queued job is cancelled now, a running one is asked to stop.
 
     A bulk parent passes the request to its shards. Its row is marked (and so locked) before its shards
@@ -131,20 +137,20 @@ def request_cancel(session: Session, job_id: str) -> Job:
     if job.status.finished:
         return job
     update_job(session, job_id, cancel_requested=True)
-    children = session.scalars(select(Job.id).where(Job.parent_id == job_id)).all()
+    children = session.scalars(select(jobs.c.id).where(jobs.c.parent_id == job_id)).all()
     for child_id in children:
         request_cancel(session, child_id)
-    session.refresh(job)
+    job = get_job(session, job_id)
     if job.status == JobStatus.QUEUED and not children:
         try:
             return transition(session, job_id, JobStatus.CANCELLED, message="cancelled before it started")
         except IllegalTransition:
-            session.refresh(job)
+            return get_job(session, job_id)
     return job
 
 
 def list_jobs(
-    session: Session,
+    session: Connection | Session,
     *,
     statuses: Sequence[JobStatus] = (),
     kinds: Sequence[str] = (),
@@ -152,56 +158,57 @@ def list_jobs(
     parent_id: str | None = None,
     top_level: bool = False,
     limit: int = 100,
-) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+) -> list[Row[Any]]:
+    query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id)
     if statuses:
-        query = query.where(Job.status.in_(statuses))
+        query = query.where(jobs.c.status.in_(statuses))
     if kinds:
-        query = query.where(Job.kind.in_(kinds))
+        query = query.where(jobs.c.kind.in_(kinds))
     if since is not None:
-        query = query.where(Job.created_at >= since)
+        query = query.where(jobs.c.created_at >= since)
     if parent_id is not None:
-        query = query.where(Job.parent_id == parent_id)
+        query = query.where(jobs.c.parent_id == parent_id)
     elif top_level:  # leaves out bulk shards; a sweep's trials are train jobs of their own
-        query = query.where(Job.parent_id.is_(None) | (Job.kind == "train"))
-    return list(session.scalars(query.limit(limit)))
+        query = query.where(jobs.c.parent_id.is_(None) | (jobs.c.kind == "train"))
+    return list(session.execute(query.limit(limit)))
 
 
-def children_of(session: Session, job_id: str) -> list[Job]:
-    return list(session.scalars(select(Job).where(Job.parent_id == job_id).order_by(Job.id)))
+def children_of(session: Connection | Session, job_id: str) -> list[Row[Any]]:
+    return list(session.execute(select(jobs).where(jobs.c.parent_id == job_id).order_by(jobs.c.id)))
 
 
-def count_by_status(session: Session, parent_id: str) -> dict[JobStatus, int]:
+def count_by_status(session: Connection | Session, parent_id: str) -> dict[JobStatus, int]:
     rows = session.execute(
-        select(Job.status, func.count()).where(Job.parent_id == parent_id).group_by(Job.status)
+        select(jobs.c.status, func.count()).where(jobs.c.parent_id == parent_id).group_by(jobs.c.status)
     ).all()
     return {JobStatus(status): count for status, count in rows}
 
 
-def lost_jobs(session: Session, lost_after: timedelta) -> list[Job]:
+def lost_jobs(session: Connection | Session, lost_after: timedelta) -> list[Row[Any]]:
     """Running jobs whose heartbeat stopped, by the database's clock: their worker died.
     (A bulk parent never beats itself: its heartbeat is null.)"""
-    return list(session.scalars(select(Job).where(Job.status == JobStatus.RUNNING, stale(lost_after))))
+    return list(session.execute(select(jobs).where(jobs.c.status == JobStatus.RUNNING, stale(lost_after))))
 
 
 def stale(lost_after: timedelta) -> ColumnElement[bool]:
     """The condition `this running job's worker stopped beating`, on the database's clock."""
-    return Job.heartbeat_at.is_not(None) & (Job.heartbeat_at < db_ago(lost_after.total_seconds()))
+    return jobs.c.heartbeat_at.is_not(None) & (jobs.c.heartbeat_at < db_ago(lost_after.total_seconds()))
 
 
-def is_lost(job: Job, lost_after: timedelta, now: datetime) -> bool:
-    """For reports: `now` is the database's time (`read_db_now`), never this host's."""
+def is_lost(job: Any, lost_after: timedelta, now: datetime) -> bool:
+    """For reports: `now` is the database's time (`read_db_now`), never this host's. `job`: a row of
+    `jobs` or an `orm.Job`, as for the functions below."""
     if job.status != JobStatus.RUNNING or job.heartbeat_at is None:
         return False
     return now - job.heartbeat_at > lost_after
 
 
-def bulk_id_of(job: Job) -> str:
+def bulk_id_of(job: Any) -> str:
     """The job whose predictions this one writes: the resumed job, the bulk parent, or itself."""
     return job.spec.get("resume") or job.parent_id or job.id
 
 
-def bulk_decision(session: Session, job: Job) -> tuple[float | None, str | None]:
+def bulk_decision(session: Connection | Session, job: Any) -> tuple[float | None, str | None]:
     """The threshold and positive class a bulk job scored with, from its shards' (or its own) result;
     (None, None) until one has finished or for more than two classes."""
     for source in [job, *children_of(session, job.id)]:

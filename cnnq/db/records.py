@@ -8,25 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Insert, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Insert, Row, func, select
 
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Artifact, Job, LogLine, Metric, Prediction, utcnow
+from cnnq.db.tables import artifacts, logs, metrics, predictions, utcnow
 from cnnq.errors import UserError
 from cnnq.outputs import MODEL_ARTIFACT
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 CURVE_PREFIX = "curve/"
 """Metric rows of a training curve within epochs (`Reporter.curve`: step = batches trained), which the
 per-epoch `metric_history` and `last_metrics` leave out."""
 
 
-def _insert(session: Session, table: Any) -> Insert:
+def _connection(session: Connection | Session) -> Connection:
+    return session if isinstance(session, Connection) else session.connection()
+
+
+def _insert(session: Connection | Session, table: Any) -> Insert:
     from sqlalchemy.dialects import postgresql, sqlite  # 50 ms that commands which only read skip
 
-    dialect = session.get_bind().dialect.name
+    dialect = _connection(session).dialect.name
     if dialect == "postgresql":
         return postgresql.insert(table)
     if dialect == "sqlite":
@@ -34,14 +40,16 @@ def _insert(session: Session, table: Any) -> Insert:
     raise NotImplementedError(f"cnnq supports SQLite and PostgreSQL, not {dialect}")
 
 
-def record_metrics(session: Session, job_id: str, step: int, values: Mapping[str, float]) -> None:
+def record_metrics(
+    session: Connection | Session, job_id: str, step: int, values: Mapping[str, float]
+) -> None:
     if not values:
         return
     now = utcnow()
     rows = [
         {"job_id": job_id, "step": step, "name": k, "value": float(v), "time": now} for k, v in values.items()
     ]
-    stmt = _insert(session, Metric).values(rows)
+    stmt = _insert(session, metrics).values(rows)
     stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
         index_elements=["job_id", "name", "step"],
         set_={"value": stmt.excluded.value, "time": stmt.excluded.time},  # type: ignore[attr-defined]
@@ -49,8 +57,10 @@ def record_metrics(session: Session, job_id: str, step: int, values: Mapping[str
     session.execute(stmt)
 
 
-def record_artifact(session: Session, job_id: str, kind: str, uri: str, size: int, sha256: str) -> None:
-    stmt = _insert(session, Artifact).values(
+def record_artifact(
+    session: Connection | Session, job_id: str, kind: str, uri: str, size: int, sha256: str
+) -> None:
+    stmt = _insert(session, artifacts).values(
         job_id=job_id, kind=kind, uri=uri, bytes=size, sha256=sha256, created_at=utcnow()
     )
     stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
@@ -65,15 +75,15 @@ def record_artifact(session: Session, job_id: str, kind: str, uri: str, size: in
     session.execute(stmt)
 
 
-def append_log(session: Session, job_id: str, lines: Iterable[str]) -> None:
+def append_log(session: Connection | Session, job_id: str, lines: Iterable[str]) -> None:
     now = utcnow()
     rows = [{"job_id": job_id, "line": line, "time": now} for line in lines]
     if rows:
-        session.execute(_insert(session, LogLine).values(rows))
+        session.execute(_insert(session, logs).values(rows))
 
 
 def insert_predictions(
-    session: Session, job_id: str, bulk_id: str, rows: Sequence[Mapping[str, Any]]
+    session: Connection | Session, job_id: str, bulk_id: str, rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """Bulk-insert prediction rows; an input already scored for this bulk job is left as it was."""
     if not rows:
@@ -95,45 +105,48 @@ def insert_predictions(
     # One Core statement executed with many parameter sets, no RETURNING: the driver's executemany
     # (psycopg's pipeline of one prepared statement; sqlite3's loop). A `.values(rows)` statement,
     # compiled and parsed afresh for every batch, took 70% of a small-image shard's time (measured).
-    table = Prediction.__table__
-    stmt = _insert(session, table).on_conflict_do_nothing(index_elements=["bulk_id", "input"])  # type: ignore[attr-defined]
-    session.connection().execute(stmt, values)
+    stmt = _insert(session, predictions).on_conflict_do_nothing(index_elements=["bulk_id", "input"])  # type: ignore[attr-defined]
+    _connection(session).execute(stmt, values)
 
 
-def inputs_written_by(session: Session, job_id: str) -> set[str]:
+def inputs_written_by(session: Connection | Session, job_id: str) -> set[str]:
     """Inputs that job `job_id` (any of its attempts) already wrote a row for. Read through the job_id
     index: asking a bulk job's rows for a shard's inputs (`scored_inputs`) was planned as a scan of
     every row of the bulk, since a bulk id being written has no statistics yet (seconds per shard at
     100,000 rows)."""
-    return set(session.scalars(select(Prediction.input).where(Prediction.job_id == job_id)))
+    return set(session.scalars(select(predictions.c.input).where(predictions.c.job_id == job_id)))
 
 
-def scored_inputs(session: Session, bulk_id: str, inputs: Sequence[str] | None = None) -> set[str]:
+def scored_inputs(
+    session: Connection | Session, bulk_id: str, inputs: Sequence[str] | None = None
+) -> set[str]:
     """Inputs of a bulk job that already have a row (scored or flagged)."""
-    query = select(Prediction.input).where(Prediction.bulk_id == bulk_id)
+    query = select(predictions.c.input).where(predictions.c.bulk_id == bulk_id)
     if inputs is None:
         return set(session.scalars(query))
     found: set[str] = set()
     for start in range(0, len(inputs), 1000):
-        found.update(session.scalars(query.where(Prediction.input.in_(inputs[start : start + 1000]))))
+        found.update(session.scalars(query.where(predictions.c.input.in_(inputs[start : start + 1000]))))
     return found
 
 
-def metric_history(session: Session, job_id: str) -> list[dict[str, Any]]:
+def metric_history(session: Connection | Session, job_id: str) -> list[dict[str, Any]]:
     """One object per step, `{"epoch": step, name: value, ...}`, in step order."""
     history: dict[int, dict[str, Any]] = {}
-    for metric in session.scalars(
-        select(Metric).where(Metric.job_id == job_id, _per_epoch()).order_by(Metric.step, Metric.id)
+    for metric in session.execute(
+        select(metrics).where(metrics.c.job_id == job_id, _per_epoch()).order_by(metrics.c.step, metrics.c.id)
     ):
         history.setdefault(metric.step, {"epoch": metric.step})[metric.name] = metric.value
     return [history[step] for step in sorted(history)]
 
 
-def last_metrics(session: Session, job_id: str) -> dict[str, float]:
+def last_metrics(session: Connection | Session, job_id: str) -> dict[str, float]:
     """Each metric name's value at its highest step."""
     latest: dict[str, tuple[int, float]] = {}
     for name, step, value in session.execute(
-        select(Metric.name, Metric.step, Metric.value).where(Metric.job_id == job_id, _per_epoch())
+        select(metrics.c.name, metrics.c.step, metrics.c.value).where(
+            metrics.c.job_id == job_id, _per_epoch()
+        )
     ):
         if name not in latest or step >= latest[name][0]:
             latest[name] = (step, value)
@@ -141,40 +154,44 @@ def last_metrics(session: Session, job_id: str) -> dict[str, float]:
 
 
 def _per_epoch() -> Any:
-    return Metric.name.not_like(f"{CURVE_PREFIX}%")
+    return metrics.c.name.not_like(f"{CURVE_PREFIX}%")
 
 
-def curve_points(session: Session, job_id: str) -> list[tuple[int, str, float, Any]]:
+def curve_points(session: Connection | Session, job_id: str) -> list[tuple[int, str, float, Any]]:
     """A job's within-epoch curve: (step, name without the prefix, value, time), in step order."""
     rows = session.execute(
-        select(Metric.step, Metric.name, Metric.value, Metric.time)
-        .where(Metric.job_id == job_id, Metric.name.like(f"{CURVE_PREFIX}%"))
-        .order_by(Metric.step, Metric.name)
+        select(metrics.c.step, metrics.c.name, metrics.c.value, metrics.c.time)
+        .where(metrics.c.job_id == job_id, metrics.c.name.like(f"{CURVE_PREFIX}%"))
+        .order_by(metrics.c.step, metrics.c.name)
     ).all()
     return [(step, name.removeprefix(CURVE_PREFIX), value, at) for step, name, value, at in rows]
 
 
-def artifacts_of(session: Session, job_id: str) -> list[Artifact]:
-    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.id)))
-
-
-def find_artifact(session: Session, job_id: str, kind: str) -> Artifact | None:
-    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.kind == kind))
-
-
-def log_lines(session: Session, job_id: str, after_id: int = 0) -> list[LogLine]:
+def artifacts_of(session: Connection | Session, job_id: str) -> list[Row[Any]]:
     return list(
-        session.scalars(
-            select(LogLine).where(LogLine.job_id == job_id, LogLine.id > after_id).order_by(LogLine.id)
-        )
+        session.execute(select(artifacts).where(artifacts.c.job_id == job_id).order_by(artifacts.c.id))
     )
 
 
-def prediction_counts(session: Session, bulk_id: str, positive_label: str | None) -> dict[str, int]:
-    total = session.scalar(select(func.count()).where(Prediction.bulk_id == bulk_id)) or 0
+def find_artifact(session: Connection | Session, job_id: str, kind: str) -> Row[Any] | None:
+    return session.execute(
+        select(artifacts).where(artifacts.c.job_id == job_id, artifacts.c.kind == kind)
+    ).first()
+
+
+def log_lines(session: Connection | Session, job_id: str, after_id: int = 0) -> list[Row[Any]]:
+    return list(
+        session.execute(select(logs).where(logs.c.job_id == job_id, logs.c.id > after_id).order_by(logs.c.id))
+    )
+
+
+def prediction_counts(
+    session: Connection | Session, bulk_id: str, positive_label: str | None
+) -> dict[str, int]:
+    total = session.scalar(select(func.count()).where(predictions.c.bulk_id == bulk_id)) or 0
     flagged = (
         session.scalar(
-            select(func.count()).where(Prediction.bulk_id == bulk_id, Prediction.error.is_not(None))
+            select(func.count()).where(predictions.c.bulk_id == bulk_id, predictions.c.error.is_not(None))
         )
         or 0
     )
@@ -182,14 +199,16 @@ def prediction_counts(session: Session, bulk_id: str, positive_label: str | None
     if positive_label is not None:
         positive = (
             session.scalar(
-                select(func.count()).where(Prediction.bulk_id == bulk_id, Prediction.label == positive_label)
+                select(func.count()).where(
+                    predictions.c.bulk_id == bulk_id, predictions.c.label == positive_label
+                )
             )
             or 0
         )
     return {"inputs": total, "scored": total - flagged, "flagged": flagged, "positive": positive}
 
 
-def model_file_of(session: Session, job: Job) -> Path:
+def model_file_of(session: Connection | Session, job: Any) -> Path:
     """The trained model a SUCCEEDED training job left, or a one-line refusal.
 
     The one check behind every `--model-from JOB` (submit, run, explain, the dashboard's X-ray check).

@@ -1,4 +1,10 @@
-"""Engines and sessions: one engine per URL and process, one session per unit of work."""
+"""Engines, sessions and connections: one engine per URL and process, one session (or connection) per
+unit of work.
+
+A `Session` (the ORM) is for code that works with mapped objects (`cnnq.db.orm`); a command that only
+reads and writes rows takes a `Connection` (`connection_scope`) and never imports the ORM. The functions
+of `cnnq.db` run Core statements, so they take either.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from cnnq.settings import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 _engines: dict[tuple[str, int], Engine] = {}
 
@@ -57,7 +66,9 @@ def dispose_engines() -> None:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits when the block ends and rolls back if it raises."""
-    session = sessionmaker(get_engine(url), expire_on_commit=False)()
+    from sqlalchemy.orm import Session
+
+    session = Session(get_engine(url), expire_on_commit=False)
     try:
         yield session
         session.commit()
@@ -66,3 +77,10 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def connection_scope(url: str | None = None) -> Iterator[Connection]:
+    """A connection in a transaction that commits when the block ends and rolls back if it raises."""
+    with get_engine(url).begin() as connection:
+        yield connection

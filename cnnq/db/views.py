@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from cnnq.db.records import artifacts_of, last_metrics, metric_history
-from cnnq.db.tables import Job
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def job_object(session: Session, job: Job) -> dict[str, Any]:
+def job_object(session: Connection | Session, job: Any) -> dict[str, Any]:
     """`id`, `kind`, `status`, `spec`, `metrics` (each name's last value), `history` (one object per
     epoch), `artifacts`, `error`, and the bookkeeping around them."""
     error = None

@@ -90,7 +90,11 @@ class TrainSpec(_Spec, _DataOptions):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0)
     precision: Precision = "fp32"
-    channels_last: bool = False
+    channels_last: bool | None = Field(
+        None,
+        description="Convolutions in channels_last memory layout (default: on a CPU, where oneDNN runs "
+        "them faster; off on CUDA).",
+    )
     patience: int | None = Field(
         None, ge=1, description="Stop after this many epochs without a better val_accuracy."
     )

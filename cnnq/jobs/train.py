@@ -63,7 +63,8 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> None:
         weights=spec.weights,
         freeze_backbone=spec.freeze_backbone,
     ).to(device)
-    if spec.channels_last:
+    channels_last = device.type == "cpu" if spec.channels_last is None else spec.channels_last
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(spec, model)
     scheduler = make_scheduler(spec, optimizer, steps_per_epoch=len(bundle.train))
@@ -72,7 +73,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> None:
     plan = plan_precision(spec.precision, device)
     if plan.note:
         reporter.log(plan.note)
-    layout = ", channels_last" if spec.channels_last else ""
+    layout = ", channels_last" if channels_last else ""
     weights_count = sum(p.numel() for p in model.parameters())
     reporter.log(
         f"training {spec.model} on {device} in {plan.name}{layout}, {threads} torch threads, "
@@ -118,7 +119,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> None:
         tally, batch = EpochTally(state.carried), state.batches_done  # both zero unless resumed mid-epoch
         try:
             for images, labels in bundle.train.batches(epoch, skip=batch):
-                if spec.channels_last:
+                if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with autocast(device, plan):
                     outputs = model(images)

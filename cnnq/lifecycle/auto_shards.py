@@ -6,12 +6,12 @@ in its `unsharded_inputs` row. Once that shard has SUCCEEDED, the rest are cut i
 process, model, engine, DataLoader workers) stays a few percent of its work; but into at least one shard
 per live worker of the job's queue, in equal rounds, so that every worker gets the same share.
 
-The job process that ends the first shard shards the rest right after; if it dies first, the sweep does.
-Exactly one planner does it: it locks the parent's row (a conditional UPDATE that only an unfinished,
-uncancelled parent matches; `request_cancel` takes the same lock first) and deletes the unsharded row, in
-one transaction with the new shards' rows, and a planner that finds the row gone does nothing. The
-shards are committed without `sent_at` and then sent through the outbox, so a planner that dies between
-the two leaves them to the next sweep, which sends them.
+The job process that ends the first shard shards the rest right after; if it dies first, the recovery
+pass does. Exactly one planner does it: it locks the parent's row (a conditional UPDATE that only an
+unfinished, uncancelled parent matches; `request_cancel` takes the same lock first) and deletes the
+unsharded row, in one transaction with the new shards' rows, and a planner that finds the row gone does
+nothing. The shards are committed without `sent_at` and then sent through the outbox, so a planner that
+dies between the two leaves them to the next recovery pass, which sends them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 
 from cnnq.db.clock import db_ago
 from cnnq.db.jobs import children_of, create_job, update_job
+from cnnq.db.orm import Job, Prediction, UnshardedInputs, Worker
 from cnnq.db.records import append_log
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, Prediction, UnshardedInputs, Worker
 from cnnq.jobs.spec import shard_inputs
 from cnnq.lifecycle.outbox import send_each
 from cnnq.settings import get_settings

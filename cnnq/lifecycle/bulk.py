@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
 
 from cnnq.atomic_file import atomic_file
 from cnnq.db.jobs import (
@@ -29,13 +29,17 @@ from cnnq.db.jobs import (
 from cnnq.db.records import prediction_counts, scored_inputs
 from cnnq.db.results import prediction_scope, write_predictions_csv
 from cnnq.db.status import IllegalTransition, JobStatus
-from cnnq.db.tables import Job, UnshardedInputs
+from cnnq.db.tables import unsharded_inputs
 from cnnq.errors import UserError
 from cnnq.jobs.spec import InferSpec, shard_inputs
 from cnnq.sweeps.spec import SWEEP_KIND
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.orm import Session
 
-def resolve_resume(session: Session, spec: InferSpec) -> InferSpec:
+
+def resolve_resume(session: Connection | Session, spec: InferSpec) -> InferSpec:
     """`--resume` names an inference job (by id or prefix); store its full id."""
     if spec.resume is None:
         return spec
@@ -76,7 +80,7 @@ def first_shard_size(inputs: int, batch_size: int) -> int:
     return min(FIRST_SHARD_MAX, max(FIRST_SHARD_BATCHES * batch_size, inputs // 20))
 
 
-def plan_shards(session: Session, spec: InferSpec) -> BulkPlan | None:
+def plan_shards(session: Connection | Session, spec: InferSpec) -> BulkPlan | None:
     """How a bulk job (more inputs than one shard holds) starts; None for a job that is not bulk.
 
     A count (`--shard-size N`) cuts every shard now; `auto` cuts only a first shard and leaves the rest
@@ -100,7 +104,7 @@ def plan_shards(session: Session, spec: InferSpec) -> BulkPlan | None:
     return BulkPlan([inputs[start : start + size] for start in range(0, len(inputs), size)], [])
 
 
-def settle_parent(session: Session, parent_id: str) -> None:
+def settle_parent(session: Connection | Session, parent_id: str) -> None:
     """Bring a bulk parent up to date with its shards: progress, RUNNING, and its end once all ended.
 
     A parent whose first shard has ended but whose other inputs are still unsharded has not ended: if
@@ -167,17 +171,19 @@ def settle_parent(session: Session, parent_id: str) -> None:
     except IllegalTransition:
         return  # another shard's worker settled it first
     if unsharded is not None:
-        session.execute(delete(UnshardedInputs).where(UnshardedInputs.parent_id == parent_id))
+        session.execute(delete(unsharded_inputs).where(unsharded_inputs.c.parent_id == parent_id))
 
 
-def unsharded_count(session: Session, parent_id: str) -> int | None:
+def unsharded_count(session: Connection | Session, parent_id: str) -> int | None:
     """How many of an auto-sized bulk job's inputs wait for its first shard's speed; None: none wait."""
     return session.scalar(
-        select(func.json_array_length(UnshardedInputs.inputs)).where(UnshardedInputs.parent_id == parent_id)
+        select(func.json_array_length(unsharded_inputs.c.inputs)).where(
+            unsharded_inputs.c.parent_id == parent_id
+        )
     )
 
 
-def _write_output(session: Session, parent: Job, target: Path) -> str | None:
+def _write_output(session: Connection | Session, parent: Any, target: Path) -> str | None:
     """Export the bulk job's rows to its `--output` CSV before it ends; None, or why it could not.
 
     Two shards that end together may both write it: each writes a whole file and renames it into place.

@@ -9,25 +9,27 @@ CANCELLED once they have (`cnnq.sweeps.trials`).
 from __future__ import annotations
 
 from cnnq.db.jobs import count_by_status, get_job, request_cancel
-from cnnq.db.session import session_scope
+from cnnq.db.session import connection_scope
 from cnnq.db.status import JobStatus
 from cnnq.lifecycle.bulk import settle_parent
 from cnnq.sweeps.spec import SWEEP_KIND
-from cnnq.sweeps.trials import advance_sweep
 
 
 def cancel_job(job_id: str) -> JobStatus:
     """Ask job `job_id` (a full id) to stop; returns its status afterwards."""
-    with session_scope() as session:
-        job = request_cancel(session, job_id)
-        if count_by_status(session, job_id):
-            settle_parent(session, job_id)
-            session.refresh(job)
+    with connection_scope() as connection:
+        job = request_cancel(connection, job_id)
+        if count_by_status(connection, job_id):
+            settle_parent(connection, job_id)
+            job = get_job(connection, job_id)
         status, parent_id, kind = job.status, job.parent_id, job.kind
-    if kind != SWEEP_KIND:
-        if parent_id is not None and status.finished:  # a sweep's trial cancelled before it ran
-            advance_sweep(parent_id)  # a no-op for a bulk job's shard
+    if kind != SWEEP_KIND and (parent_id is None or not status.finished):
+        return status
+    from cnnq.sweeps.trials import advance_sweep  # the ORM and Optuna's tables: only sweeps need them
+
+    if kind != SWEEP_KIND:  # a sweep's trial cancelled before it ran
+        advance_sweep(parent_id)  # type: ignore[arg-type]  # a no-op for a bulk job's shard
         return status
     advance_sweep(job_id)
-    with session_scope() as session:
-        return get_job(session, job_id).status
+    with connection_scope() as connection:
+        return get_job(connection, job_id).status

@@ -31,11 +31,11 @@ from sqlalchemy import func
 
 from cnnq.db.clock import db_now
 from cnnq.db.jobs import bulk_id_of, stale, transition
+from cnnq.db.orm import Job
 from cnnq.db.outage import DatabaseUnavailable, retrying
 from cnnq.db.records import append_log
 from cnnq.db.session import session_scope
 from cnnq.db.status import IllegalTransition, JobStatus
-from cnnq.db.tables import Job
 from cnnq.jobs.reporter import JobCancelled, JobInterrupted, JobPruned, JobSuperseded
 from cnnq.jobs.spec import parse_spec
 from cnnq.lifecycle.bulk import settle_parent
@@ -230,24 +230,24 @@ def _trial_reports(claim: Claim) -> Callable[[int, Mapping[str, float]], None] |
 
 def _advance_sweep(parent_id: str) -> None:
     """A sweep's trial has ended: tell its study and queue the next trials (a no-op for a bulk shard).
-    If this fails, the heartbeat sweep's top-up does it."""
+    If this fails, the recovery pass tops the sweep up."""
     from cnnq.sweeps.trials import WAIT_FOR_LEASE_SECONDS, advance_sweep
 
     try:
         advance_sweep(parent_id, wait=WAIT_FOR_LEASE_SECONDS)
     except Exception as error:
-        log.warning("sweep %s: advancing it failed (%s); the sweep's top-up does it", parent_id, error)
+        log.warning("sweep %s: advancing it failed (%s); the recovery pass tops it up", parent_id, error)
 
 
 def _shard_the_rest(parent_id: str) -> None:
     """The first shard of an auto-sized bulk job has SUCCEEDED: shard the rest now (a no-op for any
-    other shard). If this fails, the sweep does it."""
+    other shard). If this fails, the recovery pass does it."""
     from cnnq.lifecycle.auto_shards import shard_the_rest
 
     try:
         shard_the_rest(parent_id)
     except Exception as error:
-        log.warning("bulk job %s: sharding the rest failed (%s); the sweep does it", parent_id, error)
+        log.warning("bulk job %s: sharding the rest failed (%s); the recovery pass does it", parent_id, error)
 
 
 def _finish(
@@ -280,7 +280,7 @@ def _finish(
 
 def give_back(job_id: str, token: int, message: str, *, spend: bool) -> JobStatus:
     """Put the job of claim `token` back in the queue to resume from its checkpoint: after a graceful stop
-    (`spend=False`: the attempt is given back) or a stall (`spend=True`). The sweeper sends it."""
+    (`spend=False`: the attempt is given back) or a stall (`spend=True`). The recovery pass sends it."""
     fields: dict[str, Any] = {"message": message, "sent_at": None, "worker": None}
     if not spend:
         fields["attempts"] = Job.attempts - 1

@@ -1,8 +1,8 @@
 """Sending queued jobs' messages from their rows: the SQL row is the outbox.
 
 A message is sent only by whoever wins the row's stamp (`sent_at`, set by a conditional UPDATE), so two
-senders (a sweep and the job process that just sharded a bulk job) never both send it; a send that fails
-clears the stamp again for the next sweep.
+senders (a recovery pass and the job process that just sharded a bulk job) never both send it; a send that
+fails clears the stamp again for the next recovery pass.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from sqlalchemy import ColumnElement, update
 
 from cnnq.db.clock import db_now
+from cnnq.db.orm import Job
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
 from cnnq.lifecycle.broker import send_message
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def send_each(rows: Iterable[tuple[str, str, int]], unsent: ColumnElement[bool])
         try:
             send_message(job_id, queue, priority)
         except Exception as error:
-            with session_scope() as session:  # let the next sweep try again
+            with session_scope() as session:  # let the next recovery pass try again
                 session.execute(
                     update(Job)
                     .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
@@ -46,7 +46,9 @@ def send_each(rows: Iterable[tuple[str, str, int]], unsent: ColumnElement[bool])
                     .execution_options(synchronize_session=False)
                 )
             log.warning(
-                "job %s: its message could not be sent (%s); the next sweep tries again", job_id, error
+                "job %s: its message could not be sent (%s); the next recovery pass tries again",
+                job_id,
+                error,
             )
             break
         sent.append(job_id)

@@ -23,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from cnnq.db.clock import db_now
+from cnnq.db.orm import Job
 from cnnq.db.outage import DatabaseUnavailable, is_outage, retrying
 from cnnq.db.records import (
     CURVE_PREFIX,
@@ -35,7 +36,6 @@ from cnnq.db.records import (
 )
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
 from cnnq.file_digest import file_sha256
 from cnnq.jobs.reporter import JobCancelled, JobInterrupted, JobSuperseded, PredictionRow
 from cnnq.settings import get_settings

@@ -2,8 +2,8 @@
 
 The rows are committed first (the SQL row is the outbox), then the messages sent. If the broker cannot
 take them, the rows are deleted again and the submit fails with one line; if the submitting process
-dies between the two, the sweeper sends the messages (`cnnq.lifecycle.sweep`). A database or a broker
-that does not answer is `ServiceUnavailable`: one line naming it, exit 1, nothing queued.
+dies between the two, the recovery pass sends the messages (`cnnq.lifecycle.recovery`). A database or a
+broker that does not answer is `ServiceUnavailable`: one line naming it, exit 1, nothing queued.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 
 from cnnq.db.clock import db_now
 from cnnq.db.jobs import create_job, get_job
 from cnnq.db.outage import refused_while_out
-from cnnq.db.session import session_scope
+from cnnq.db.session import connection_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, UnshardedInputs
+from cnnq.db.tables import jobs, unsharded_inputs
 from cnnq.errors import ServiceUnavailable
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec, parse_spec
 from cnnq.lifecycle.broker import require_broker, send_message
@@ -57,40 +57,38 @@ def submit_job(spec: AnySpec, placement: Placement, *, message: str | None = Non
 
 def _record(spec: AnySpec, queue: str, priority: int, message: str | None) -> tuple[str, list[str]]:
     """Commit the job's rows, already stamped as sent; returns its id and the ids that get messages."""
-    with session_scope() as session:
+    with connection_scope() as connection:
         plan = None
         if isinstance(spec, InferSpec):
-            spec = resolve_resume(session, spec)
-            plan = plan_shards(session, spec)
-        job = create_job(
-            session,
+            spec = resolve_resume(connection, spec)
+            plan = plan_shards(connection, spec)
+        job_id = create_job(
+            connection,
             kind=spec.kind,
             spec=spec.model_dump(mode="json"),
             queue=queue,
             priority=priority,
-        )
-        job.message = message
-        leaves = [job]
-        if plan is not None:
-            job.message = message or _bulk_message(plan)
-            leaves = [
-                create_job(
-                    session,
-                    kind=spec.kind,
-                    spec=spec.model_copy(update={"inputs": paths}).model_dump(mode="json"),
-                    queue=queue,
-                    priority=priority,
-                    parent_id=job.id,
-                    job_id=f"{job.id}.{index:04d}",
-                )
-                for index, paths in enumerate(plan.shards, start=1)
-            ]
-            if plan.rest:
-                session.add(UnshardedInputs(parent_id=job.id, inputs=plan.rest))
-        for leaf in leaves:
-            leaf.sent_at = db_now()  # type: ignore[assignment]
-        session.flush()
-        return job.id, [leaf.id for leaf in leaves]
+            message=message or (_bulk_message(plan) if plan else None),
+            sent_at=db_now() if plan is None else None,
+        ).id
+        if plan is None:
+            return job_id, [job_id]
+        leaves = [
+            create_job(
+                connection,
+                kind=spec.kind,
+                spec=spec.model_copy(update={"inputs": paths}).model_dump(mode="json"),
+                queue=queue,
+                priority=priority,
+                parent_id=job_id,
+                job_id=f"{job_id}.{index:04d}",
+                sent_at=db_now(),
+            ).id
+            for index, paths in enumerate(plan.shards, start=1)
+        ]
+        if plan.rest:
+            connection.execute(insert(unsharded_inputs).values(parent_id=job_id, inputs=plan.rest))
+        return job_id, leaves
 
 
 def _bulk_message(plan: BulkPlan) -> str:
@@ -104,21 +102,23 @@ def _bulk_message(plan: BulkPlan) -> str:
 
 def _forget(job_id: str, leaves: list[str]) -> None:
     """Delete the rows of a submit whose messages could not all be sent (best effort: if the database
-    is out too, the sweeper will send them once both are back)."""
+    is out too, the recovery pass will send them once both are back)."""
     try:
-        with session_scope() as session:
-            session.execute(
-                delete(Job).where(Job.id.in_(leaves), Job.status == JobStatus.QUEUED, Job.claims == 0)
+        with connection_scope() as connection:
+            connection.execute(
+                delete(jobs).where(
+                    jobs.c.id.in_(leaves), jobs.c.status == JobStatus.QUEUED, jobs.c.claims == 0
+                )
             )
-            session.execute(delete(Job).where(Job.id == job_id, Job.claims == 0))
+            connection.execute(delete(jobs).where(jobs.c.id == job_id, jobs.c.claims == 0))
     except Exception:
         pass
 
 
 def retry_job(job_id: str) -> str:
     """A new job with the same spec, queue and priority as `job_id`; returns the new id."""
-    with session_scope() as session:
-        job = get_job(session, job_id)
+    with connection_scope() as connection:
+        job = get_job(connection, job_id)
         kind, stored, queue, priority, parent_id = job.kind, job.spec, job.queue, job.priority, job.parent_id
     if kind == "sweep":
         return _retry_sweep(stored, queue, priority)

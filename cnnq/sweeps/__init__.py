@@ -2,7 +2,4 @@
 train jobs, children of the sweep's job. `spec` and `params` say what to search (torch- and Optuna-free);
 `study` builds Optuna's storage, sampler and pruner; `trials` asks, creates trials exactly once, tells and
 ends the sweep; `pruning` reports each epoch of a trial and prunes it; `report` sums a sweep up.
-
-(Unrelated to `cnnq.lifecycle.sweep`, the heartbeat's sweep for lost and unsent jobs, which only calls
-`trials.top_up_sweeps`.)
 """

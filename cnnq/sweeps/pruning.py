@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from cnnq.db.orm import Job, SweepTrial
 from cnnq.db.session import session_scope
-from cnnq.db.tables import Job, SweepTrial
 from cnnq.jobs.reporter import JobPruned
 from cnnq.sweeps.spec import SweepSpec
 

@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cnnq.db.orm import Job, Metric, SweepTrial
 from cnnq.db.status import FINISHED, JobStatus
-from cnnq.db.tables import Job, Metric, SweepTrial
 from cnnq.sweeps.spec import SweepSpec
 
 

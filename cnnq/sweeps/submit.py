@@ -1,18 +1,18 @@
 """Recording a sweep: its Optuna study, its job row, and its first trials, queued.
 
 The study comes first, then the sweep's job (RUNNING from the start, with no heartbeat: it never runs
-itself, so no reaper judges it, and no worker is sent it), then the first trials. A `cnnq sweep` that dies
-after the job row leaves a sweep with room and no trial waiting: the heartbeat sweep's top-up asks for its
-trials (`cnnq.sweeps.trials`).
+itself, so the recovery pass never re-queues it, and no worker is sent it), then the first trials. A
+`cnnq sweep` that dies after the job row leaves a sweep with room and no trial waiting: the recovery pass
+tops it up, asking for its trials (`cnnq.sweeps.trials.top_up_sweeps`).
 """
 
 from __future__ import annotations
 
 from cnnq.db.jobs import create_job, new_job_id, transition
+from cnnq.db.orm import Sweep
 from cnnq.db.outage import refused_while_out
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Sweep
 from cnnq.lifecycle.broker import require_broker
 from cnnq.lifecycle.queues import queue_for
 from cnnq.sweeps.spec import SWEEP_KIND, SweepSpec

@@ -4,8 +4,8 @@ each ended, and ending the sweep. There is no controller process.
 `advance_sweep` runs wherever a sweep may have moved: in the process that ended one of its trials
 (`cnnq.lifecycle.claim.finish_claim`: a worker's job process, or the worker itself after a kill; or
 `claim_job`, for a trial that ends as it is claimed, cancelled or out of attempts), in `cnnq sweep` right
-after recording it, in `cnnq cancel` (of the sweep or of one queued trial), and in every worker's heartbeat
-sweep for a sweep that looks stuck (`top_up_sweeps`: a trial ended that the study was not told of, or there
+after recording it, in `cnnq cancel` (of the sweep or of one queued trial), and in every worker's recovery
+pass for a sweep that looks stuck (`top_up_sweeps`: a trial ended that the study was not told of, or there
 is room and no trial waits, as after every worker died).
 
 Exactly once:
@@ -46,10 +46,10 @@ from sqlalchemy.orm import Session
 
 from cnnq.db.clock import db_ago, db_now, read_db_now
 from cnnq.db.jobs import create_job, request_cancel, transition
+from cnnq.db.orm import Job, Sweep, SweepTrial
 from cnnq.db.records import append_log
 from cnnq.db.session import session_scope
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus
-from cnnq.db.tables import Job, Sweep, SweepTrial
 from cnnq.errors import validation_message
 from cnnq.jobs.spec import TrainSpec
 from cnnq.lifecycle.outbox import send_each
@@ -65,7 +65,7 @@ LEASE_SECONDS = 30.0
 """A lease older than this is free again: far longer than an advance takes (well under a second)."""
 WAIT_FOR_LEASE_SECONDS = 10.0
 """How long the process that ended a trial waits for another advancer to finish, so that its trial's end is
-seen; past that, the heartbeat sweep's top-up sees it."""
+seen; past that, the recovery pass's top-up sees it."""
 TOP_UP_AFTER_SECONDS = 15.0
 """The top-up leaves a sweep alone this long after it started or a trial of it ended: the process that
 ended the trial advances it (and the heartbeat thread, which also beats for a running job, stays quick)."""
@@ -94,7 +94,7 @@ def advance_sweep(sweep_id: str, *, wait: float = 0.0) -> list[str]:
 
 
 def top_up_sweeps() -> list[str]:
-    """The heartbeat sweep's step: advance each running sweep that looks stuck. Returns the trial jobs sent.
+    """The recovery pass's step: advance each running sweep that looks stuck. Returns the trial jobs sent.
     Costs one query when no sweep runs."""
     with session_scope() as session:
         running = session.scalars(
@@ -106,7 +106,9 @@ def top_up_sweeps() -> list[str]:
         try:
             sent += advance_sweep(sweep_id)
         except Exception as error:
-            log.warning("sweep %s: could not advance it (%s); the next sweep tries again", sweep_id, error)
+            log.warning(
+                "sweep %s: could not advance it (%s); the next recovery pass tries again", sweep_id, error
+            )
     return sent
 
 
@@ -324,6 +326,7 @@ def _create_trial(
         else:
             sweep = session.get(Job, sweep_id)
             assert sweep is not None
+            shown = values_text(values)
             job = create_job(
                 session,
                 kind="train",
@@ -332,9 +335,8 @@ def _create_trial(
                 priority=sweep.priority,
                 parent_id=sweep_id,
                 job_id=trial_job_id(sweep_id, number),
+                message=f"trial {number} of {sweep_id}: {shown}",
             )
-            shown = values_text(values)
-            job.message = f"trial {number} of {sweep_id}: {shown}"
             session.add(
                 SweepTrial(sweep_id=sweep_id, number=number, job_id=job.id, study_trial_id=trial._trial_id)
             )

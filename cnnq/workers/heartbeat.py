@@ -1,4 +1,5 @@
-"""The beat of a worker process: its own row, the job it runs, and the sweep (`cnnq.lifecycle.sweep`).
+"""The beat of a worker process: its own row, the job it runs, and the recovery pass
+(`cnnq.lifecycle.recovery`).
 
 All on the database's clock. A worker judges others' heartbeats only after `CNNQ_LOST_AFTER_SECONDS` of
 unbroken contact with the database: after an outage every heartbeat is old, and the workers that beat
@@ -14,11 +15,11 @@ import time
 from sqlalchemy import update
 
 from cnnq.db.clock import db_now
+from cnnq.db.orm import Job
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
 from cnnq.db.workers import beat_worker
-from cnnq.lifecycle.sweep import Sweeper
+from cnnq.lifecycle.recovery import Recovery
 from cnnq.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ def beat_job(job_id: str, worker: str) -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Every `heartbeat_seconds`: beat the worker row (if registered) and the current job, then sweep."""
+    """Every `heartbeat_seconds`: beat the worker row (if registered) and the current job, then recover."""
 
-    def __init__(self, worker: str, *, registered: bool, sweep: bool) -> None:
+    def __init__(self, worker: str, *, registered: bool, recover: bool) -> None:
         super().__init__(name="cnnq-heartbeat", daemon=True)
         self.worker = worker
         self.registered = registered
-        self.sweeper = Sweeper() if sweep else None
+        self.recovery = Recovery() if recover else None
         self.job_id: str | None = None
         self._stop_event = threading.Event()
         self._contact_since: float | None = time.monotonic()
@@ -64,9 +65,9 @@ class Heartbeat(threading.Thread):
                 beat_worker(session, self.worker)
         now = time.monotonic()
         self._contact_since = self._contact_since or now
-        if self.sweeper is not None:
+        if self.recovery is not None:
             in_touch = now - self._contact_since >= get_settings().lost_after_seconds
-            self.sweeper.sweep(reap=in_touch)
+            self.recovery.run(reap=in_touch)
 
     def stop(self) -> None:
         self._stop_event.set()

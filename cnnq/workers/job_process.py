@@ -113,8 +113,8 @@ def _connect_early() -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import configure_mappers
 
+    from cnnq.db.orm import Job
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Job
 
     configure_mappers()
     with contextlib.suppress(Exception), session_scope() as session:

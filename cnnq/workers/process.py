@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
                 memory_mb=_host_memory_mb(),
             )
         WorkerState.name = args.name
-        WorkerState.heartbeat = Heartbeat(args.name, registered=True, sweep=True)
+        WorkerState.heartbeat = Heartbeat(args.name, registered=True, recover=True)
         WorkerState.heartbeat.start()
         _take_over_stop_signals()
         WorkerState.prepare_standby()
@@ -99,8 +99,11 @@ def _take_over_stop_signals() -> None:
     warm_shutdown = signal.getsignal(signal.SIGTERM)
 
     def on_stop(signum: int, frame: object) -> None:
-        log.warning("worker %s: %s; stopping after the running job is re-queued", WorkerState.name,
-                    signal.Signals(signum).name)
+        log.warning(
+            "worker %s: %s; stopping after the running job is re-queued",
+            WorkerState.name,
+            signal.Signals(signum).name,
+        )
         WorkerState.on_stop_signal()
         if callable(warm_shutdown):
             warm_shutdown(signum, frame)

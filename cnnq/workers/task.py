@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from cnnq.db.clock import db_ago, read_db_now
+from cnnq.db.orm import Job
 from cnnq.db.records import append_log
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
 from cnnq.lifecycle.claim import EXIT_DATABASE_LOST, finish_claim, give_back
 from cnnq.settings import get_settings
 from cnnq.workers.heartbeat import Heartbeat
@@ -285,7 +285,7 @@ def _settle(job: JobProcess, job_id: str, verdict: _Verdict) -> None:
 
 
 def _unsend(job_id: str, why: str) -> None:
-    """Leave a queued job for the sweeper to send again (its message is being acknowledged here)."""
+    """Leave a queued job for the recovery pass to send again (its message is being acknowledged here)."""
     try:
         with session_scope() as session:
             done = session.execute(
@@ -297,4 +297,4 @@ def _unsend(job_id: str, why: str) -> None:
             if done:
                 append_log(session, job_id, [f"not started on {WorkerState.name}: {why}; sent again"])
     except Exception:
-        log.exception("job %s: could not mark it for sending again; the sweeper will find it", job_id)
+        log.exception("job %s: could not mark it for sending again; the recovery pass will find it", job_id)

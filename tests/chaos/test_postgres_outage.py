@@ -41,7 +41,8 @@ def test_a_30s_postgres_outage_mid_epoch_fails_nothing_and_queues_nothing(  # ty
 
     private_postgres.stop("immediate")
     stopped_at = time.monotonic()
-    waiting_before = durable_redis.waiting_jobs()  # (a sweeper may have re-sent the running job's message)
+    # (a recovery pass may have re-sent the running job's message)
+    waiting_before = durable_redis.waiting_jobs()
     submit_args = train_args(mnist_root, limit=1024, epochs=1)
     refused = cnnq_process("submit", *submit_args, timeout=OUTAGE_SECONDS + 60)
     stderr_lines = refused.stderr.strip().splitlines()

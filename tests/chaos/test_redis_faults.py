@@ -2,8 +2,8 @@
 (FLUSHALL, as a failover to an empty replica or a restart without persistence would leave it).
 
 Five training jobs and a two-shard bulk job wait while a worker is busy with a longer job. After the
-fault every job must still end SUCCEEDED (after a wipe, only the SQL rows remember them: the sweeper
-sends their messages again), and a job submitted afterwards, by a fresh `cnnq submit`, must run.
+fault every job must still end SUCCEEDED (after a wipe, only the SQL rows remember them: the recovery
+pass sends their messages again), and a job submitted afterwards, by a fresh `cnnq submit`, must run.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def test_a_redis_crash_replayed_from_its_append_only_file_loses_no_job(  # type:
 
 
 @pytest.mark.timeout(420)
-def test_a_wiped_redis_loses_no_job_the_sweeper_sends_them_again(  # type: ignore[no-untyped-def]
+def test_a_wiped_redis_loses_no_job_the_recovery_pass_sends_them_again(  # type: ignore[no-untyped-def]
     chaos_env, workers, cli, durable_redis, mnist_root: Path, tmp_path: Path
 ) -> None:
     url = chaos_env["CNNQ_DATABASE_URL"]

@@ -1,4 +1,5 @@
 """Commands that run no model never import torch or the other heavy libraries; those that do, do.
+Commands that only read and write rows never import SQLAlchemy's ORM either (`cnnq.db.orm`).
 
 Each command runs as its own `python` process (the real CLI entry point, a real SQLite database and a
 private Redis) and reports, as it exits, which of the libraries below it imported. A submit reads
@@ -21,19 +22,23 @@ from cnnq.models.registry import build_model
 from tests.sample_data import make_chest_xray, make_mnist
 
 HEAVY = ("torch", "torchvision", "onnxruntime", "sklearn", "pandas", "streamlit")
+ORM = "sqlalchemy.orm"
+ROWS_ONLY = ("--help", "submit", "jobs", "show", "logs", "wait", "workers", "results", "retry", "cancel")
+"""Commands that only read and write rows: Core statements on a connection, without the ORM's 60 ms
+(`benchmarks/cli_latency.py`)."""
 
-# Runs the CLI and writes the HEAVY libraries it imported, and whether Alembic was, to argv[1].
+# Runs the CLI and writes the HEAVY libraries it imported, and whether Alembic and the ORM were, to argv[1].
 PROBE = """
 import atexit, json, sys
 out, args = sys.argv[1], sys.argv[2:]
 def report():
-    loaded = [name for name in (*HEAVY, "alembic") if name in sys.modules]
+    loaded = [name for name in (*HEAVY, "alembic", "ORM") if name in sys.modules]
     with open(out, "w") as file:
         json.dump(loaded, file)
 atexit.register(report)
 from cnnq.cli.app import main
 sys.exit(main(args))
-""".replace("HEAVY", repr(HEAVY))
+""".replace("HEAVY", repr(HEAVY)).replace("ORM", ORM)
 
 
 def run_probed(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
@@ -73,12 +78,15 @@ def test_commands_that_run_no_model_import_no_heavy_library(  # type: ignore[no-
     folder = xray / "test"
     image = next(folder.rglob("*.png"))
     offenders: dict[str, list[str]] = {}
+    orm_users: list[str] = []
 
     def check(*args: str, code: int = 0) -> str:
         done, loaded = run_probed(tmp_path, *args)
         assert done.returncode == code and "Traceback" not in done.stderr, (args, done.stderr)
-        if heavy := [name for name in loaded if name != "alembic"]:
+        if heavy := [name for name in loaded if name not in ("alembic", ORM)]:
             offenders[" ".join(args)] = heavy
+        if ORM in loaded and args[0] in ROWS_ONLY:
+            orm_users.append(" ".join(args))
         if args[0] == "submit" and code == 0:
             assert "alembic" not in loaded, f"`cnnq {' '.join(args)}` imported Alembic: the schema is new"
         return done.stdout
@@ -118,6 +126,7 @@ def test_commands_that_run_no_model_import_no_heavy_library(  # type: ignore[no-
     ]:
         check(*args, code=code)
     assert offenders == {}, f"these commands imported heavy libraries: {offenders}"
+    assert orm_users == [], f"these commands imported {ORM}: {orm_users}"
 
 
 def test_commands_that_run_a_model_import_torch_when_they_run(tmp_path: Path) -> None:

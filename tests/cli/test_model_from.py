@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from cnnq.db.jobs import create_job, get_job
 from cnnq.db.records import record_artifact
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
+from cnnq.db.tables import jobs
 from cnnq.file_digest import file_sha256
 from cnnq.jobs.checkpoint import ModelInfo, save_model_file
 from cnnq.models.registry import build_model
@@ -48,7 +48,7 @@ def training_job(model_file: Path) -> Callable[[JobStatus], str]:
             job = create_job(
                 session, kind="train", spec={"kind": "train", "model": "simple-cnn"}, queue="cpu"
             )
-            job.status = status
+            session.execute(update(jobs).where(jobs.c.id == job.id).values(status=status))
             digest = file_sha256(model_file)
             record_artifact(
                 session, job.id, MODEL_ARTIFACT, str(model_file), model_file.stat().st_size, digest
@@ -65,7 +65,7 @@ def images(tmp_path: Path) -> Path:
 
 def _jobs() -> int:
     with session_scope() as session:
-        return session.scalar(select(func.count()).select_from(Job)) or 0
+        return session.scalar(select(func.count()).select_from(jobs)) or 0
 
 
 @pytest.mark.parametrize("status", [JobStatus.RUNNING, JobStatus.QUEUED])

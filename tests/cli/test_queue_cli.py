@@ -10,10 +10,10 @@ import redis
 from sqlalchemy import func, select
 
 from cnnq.db.jobs import transition
+from cnnq.db.orm import Job
 from cnnq.db.records import append_log, record_metrics
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
 from cnnq.lifecycle.queues import priority_keys
 from cnnq.settings import reload_settings
 

@@ -216,17 +216,29 @@ def test_jobs_table_and_training_curves_in_a_browser(
 
     page.goto(f"{dashboard_url}/job?job={filled_database.mnist_train}")
     page.get_by_role("heading", name=filled_database.mnist_train).wait_for()
-    plots = page.locator(".js-plotly-plot")
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 1")
+    plots = page.locator("[data-testid='stVegaLiteChart']")
+    points = plots.locator("svg [aria-roledescription='point']")
+    points.first.wait_for()
     assert plots.count() == 1  # loss, accuracy, learning rate and images/s: four panels of one chart
-    by_epoch = plots.filter(has_text="Training by epoch").first
-    loss = by_epoch.locator(".cartesianlayer .subplot.xy")  # the top-left panel
-    assert loss.locator(".scatterlayer .trace").count() == 2  # train and validation
-    assert loss.locator(".scatterlayer .point").count() == 4  # two epochs each
-    assert by_epoch.locator(".scatterlayer .trace").count() == 6
-    assert "validation loss" in by_epoch.inner_text() and "Loss" in by_epoch.inner_text()
+    assert plots.locator("[aria-label=\"Title text 'Training by epoch'\"]").count() == 1
+    # Each drawn point, read from its accessible label ("epoch: 1; loss: 2.3; curve: train loss; ..."),
+    # is the job's metric in SQL: two epochs of six curves.
+    drawn: dict[str, dict[int, float]] = {}
+    for label in points.evaluate_all("marks => marks.map(m => m.getAttribute('aria-label'))"):
+        fields = dict(part.split(": ", 1) for part in label.split("; "))
+        drawn.setdefault(fields["curve"], {})[int(fields["epoch"])] = float(fields["value"])
+    curves = {"train loss": "train_loss", "validation loss": "val_loss", "train accuracy": "train_accuracy",
+              "validation accuracy": "val_accuracy", "learning rate": "lr",
+              "images per second": "images_per_second"}  # fmt: skip
+    assert set(drawn) == set(curves)
+    for name, metric_name in curves.items():
+        stored = dict(
+            _sql(env, "SELECT step, value FROM metrics WHERE job_id = ? AND name = ?", run, metric_name)
+        )
+        assert sorted(drawn[name]) == sorted(stored) == [1, 2], name
+        assert all(drawn[name][epoch] == pytest.approx(stored[epoch], rel=1e-3) for epoch in stored), name
     _no_exception(page)
-    time.sleep(1)  # let plotly finish its transitions before the picture
+    time.sleep(1)  # let the chart settle before the picture
     _save_screenshot(page, tmp_path, "job.png")
 
     # An evaluation's clinical figures at its stored threshold: the job's own, in SQL.

@@ -54,8 +54,8 @@ def _render_all(url: str, generated: Generated) -> dict[str, tuple[float, str]]:
 
 
 def test_every_page_renders_at_scale_and_shows_what_sql_holds(tmp_path: Path) -> None:
+    from cnnq.db.orm import Job, Prediction
     from cnnq.db.session import dispose_engines, session_scope
-    from cnnq.db.tables import Job, Prediction
 
     results = {}
     for jobs, predictions in ((1000, 100_000),):  # the 10-job comparison is the benchmark's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -12,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
-import plotly.io
 import pytest
 from PIL import Image as PILImage
 from streamlit.testing.v1 import AppTest
@@ -22,6 +19,7 @@ from cnnq.jobs.spec import parse_spec
 from cnnq.lifecycle.broker import queue_depths
 from tests.conftest import cnnq_command
 from tests.dashboard.conftest import APP, FilledDatabase
+from tests.dashboard.vega import charts
 from tests.sample_dicom import write_dicom
 from tests.sample_poison import write_huge_png, write_lying_dicom
 
@@ -38,26 +36,6 @@ def open_page(page: str, **query: str) -> AppTest:
         app.run()
     assert not app.exception, [e.value for e in app.exception]
     return app
-
-
-def figures(app: AppTest) -> dict[str, go.Figure]:
-    """The page's plotly figures by title."""
-    found = {}
-    for chart in app.get("plotly_chart"):
-        figure = plotly.io.from_json(chart.proto.spec)
-        found[figure.layout.title.text] = figure
-    return found
-
-
-def traces(figure: go.Figure) -> dict[str, Any]:
-    return {trace.name: trace for trace in figure.data}
-
-
-def values(data: Any) -> np.ndarray:
-    """A trace's x or y as numbers (plotly sends arrays base64-encoded as {"dtype", "bdata"})."""
-    if isinstance(data, dict) and "bdata" in data:
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
-    return np.asarray(data)
 
 
 def table_with(app: AppTest, column: str) -> Any:
@@ -159,13 +137,12 @@ def test_job_page_shows_training_curves_per_epoch(
     history = job_object(filled_database.mnist_train)["history"]
     epochs = [h for h in history if "train_loss" in h]
     assert len(epochs) == 2
-    shown = figures(app)
-    assert "Training by epoch" in shown and len(app.get("plotly_chart")) == 1  # four panels, one chart
+    shown = charts(app)
+    assert "Training by epoch" in shown and len(app.get("vega_lite_chart")) == 1  # four panels, one chart
     by_epoch = shown["Training by epoch"]
-    panels = [a.text for a in by_epoch.layout.annotations]
-    assert panels[:4] == ["Loss", "Accuracy", "Learning rate", "Images per second"]
-    curves = traces(by_epoch)
-    assert list(values(curves["train loss"].x)) == [1, 2]
+    assert by_epoch.panels() == ["Loss", "Accuracy", "Learning rate", "Images per second"]
+    curves = by_epoch.curves()
+    assert list(curves["train loss"].x) == [1, 2]
     for name, column in (
         ("train loss", "train_loss"),
         ("validation loss", "val_loss"),
@@ -174,22 +151,25 @@ def test_job_page_shows_training_curves_per_epoch(
         ("learning rate", "lr"),
         ("images per second", "images_per_second"),
     ):
-        assert np.allclose(values(curves[name].y), [h[column] for h in epochs]), name
+        assert np.allclose(curves[name].y, [h[column] for h in epochs]), name
+        assert list(curves[name].x) == [h["epoch"] for h in epochs], name
     # Each curve in its own panel: loss top left, accuracy top right, lr and images/s below.
-    assert [curves[n].xaxis for n in ("train loss", "validation accuracy", "learning rate")] == [
-        "x",
-        "x2",
-        "x3",
-    ]
-    assert curves["images per second"].xaxis == "x4" and all(
-        v > 0 for v in values(curves["images per second"].y)
-    )
+    assert {name: curve.panel for name, curve in curves.items()} == {
+        "train loss": "Loss",
+        "validation loss": "Loss",
+        "train accuracy": "Accuracy",
+        "validation accuracy": "Accuracy",
+        "learning rate": "Learning rate",
+        "images per second": "Images per second",
+    }
+    assert all(v > 0 for v in curves["images per second"].y)
     assert metrics(app)["epochs"] == "2 / 2"
     best = max(epochs, key=lambda h: (h["val_accuracy"], h["epoch"]))
     assert metrics(app)["best val_accuracy"] == f"{best['val_accuracy']:.4g}"
-    best_lines = [s for s in by_epoch.layout.shapes if s.type == "line"]  # the best epoch, marked
+    best_lines = by_epoch.marks_of("rule")  # the best epoch, marked
     best_epoch = max(epochs, key=lambda h: h["val_accuracy"])["epoch"]  # the first best, as the page
-    assert {s.xref for s in best_lines} == {"x", "x2"} and {s.x0 for s in best_lines} == {best_epoch}
+    assert sorted(m.panel for m in best_lines) == ["Accuracy", "Loss"]
+    assert {x for m in best_lines for x in m.x} == {best_epoch}
     # Times, from the job's row.
     trained = job_object(filled_database.mnist_train)
     started = trained["started_at"][:19].replace("T", " ") + " UTC"
@@ -217,10 +197,12 @@ def test_job_page_shows_training_curves_per_epoch(
                 {CURVE_PREFIX + "train_loss": loss, CURVE_PREFIX + "lr": 0.05},
             )
     app.run()
-    curve = traces(figures(app)["Within epochs"])
-    assert list(values(curve["train loss"].x)) == [3, 6]
-    assert np.allclose(values(curve["train loss"].y), [2.2, 1.9])
-    assert np.allclose(values(curve["learning rate"].y), [0.05, 0.05])
+    curve = charts(app)["Within epochs"].curves()
+    assert list(curve["train loss"].x) == [3, 6]
+    assert np.allclose(curve["train loss"].y, [2.2, 1.9])
+    assert np.allclose(curve["learning rate"].y, [0.05, 0.05])
+    assert list(curve["smoothed"].x) == [3, 6] and curve["smoothed"].y[0] == 2.2
+    assert 1.9 < curve["smoothed"].y[1] < 2.2  # an average of the two, at the page's smoothing
     assert history == [h for h in job_object(filled_database.mnist_train)["history"]]  # epochs only
     artifacts = table_with(app, "size")
     assert {"model", "checkpoint"} <= set(artifacts["kind"])
@@ -233,19 +215,25 @@ def test_job_page_shows_training_curves_per_epoch(
 def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, dashboard_env: dict) -> None:
     app = open_page("screens/job.py", job=filled_database.xray_eval)
     result = job_object(filled_database.xray_eval)["result"]
-    shown = figures(app)
-    heatmap = shown["Confusion matrix"].data[0]
-    assert np.array_equal(values(heatmap.z), np.asarray(result["confusion_matrix"]))
-    assert list(heatmap.x) == result["classes"] == ["NORMAL", "PNEUMONIA"]
+    shown = charts(app)
+    (heatmap,) = shown["Confusion matrix"].marks_of("rect")
+    classes = result["classes"]
+    cells = heatmap.data.pivot(index="true", columns="predicted", values="value").loc[classes, classes]
+    assert np.array_equal(cells.to_numpy(), np.asarray(result["confusion_matrix"]))
+    assert (
+        heatmap.encoding["x"]["sort"] == heatmap.encoding["y"]["sort"] == classes == ["NORMAL", "PNEUMONIA"]
+    )
     roc_title = next(t for t in shown if t.startswith("ROC curve"))
-    roc = traces(shown[roc_title])
-    assert np.allclose(values(roc["ROC"].x), result["roc"]["fpr"])
-    assert np.allclose(values(roc["ROC"].y), result["roc"]["tpr"])
-    marker = next(trace for name, trace in roc.items() if name.startswith("threshold"))
-    assert marker.name == f"threshold {result['threshold']:.3f}"
+    roc = shown[roc_title].curves()
+    assert np.allclose(roc["ROC"].x, result["roc"]["fpr"])
+    assert np.allclose(roc["ROC"].y, result["roc"]["tpr"])
+    (marker_name,) = [name for name in roc if name.startswith("threshold")]
+    assert marker_name == f"threshold {result['threshold']:.3f}"
+    marker = roc[marker_name]
+    assert marker.panel == roc["ROC"].panel and marker.panel.startswith("ROC curve")
     # The marker sits where the cards say the threshold operates, not at a point the curve dropped.
-    assert f"{1 - values(marker.x)[0]:.3f}" == metrics(app)["specificity"]
-    assert f"{values(marker.y)[0]:.3f}" == metrics(app)["sensitivity"]
+    assert f"{1 - marker.x[0]:.3f}" == metrics(app)["specificity"]
+    assert f"{marker.y[0]:.3f}" == metrics(app)["sensitivity"]
     per_class = table_with(app, "class") if "class" in result["per_class"][0] else app.dataframe[0].value
     assert len(per_class) == 2
     assert "accuracy" in metrics(app)
@@ -257,9 +245,9 @@ def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, d
     assert metrics(app)["PPV"] == (f"{tp / (tp + fp):.3f}" if tp + fp else "nan")
     assert roc_title.endswith("and Precision-recall curve") and "Precision-recall curve" not in shown
     chosen = roc["chosen threshold"]  # the precision-recall panel, beside the ROC curve, at the same point
-    assert chosen.xaxis == "x2" and roc["precision-recall"].xaxis == "x2"
-    assert f"{values(chosen.x)[0]:.3f}" == metrics(app)["sensitivity"]
-    assert f"{values(chosen.y)[0]:.3f}" == metrics(app)["PPV"]
+    assert chosen.panel == roc["precision-recall"].panel == "Precision-recall curve"
+    assert f"{chosen.x[0]:.3f}" == metrics(app)["sensitivity"]
+    assert f"{chosen.y[0]:.3f}" == metrics(app)["PPV"]
     # The AUC's 95% interval: the evaluation's percentile bootstrap, as its report stores it.
     interval = result["roc_auc_interval"]
     assert interval["method"] == "percentile bootstrap"
@@ -268,11 +256,11 @@ def test_job_page_shows_the_evaluation_report(filled_database: FilledDatabase, d
     assert metrics(app)["ROC AUC"] == f"{stored['roc_auc']:.3f}"
     assert auc_caption in [c.value for c in app.caption]
     # A report from before the interval was stored shows the AUC with no interval, not another method's.
-    from cnnq.db.jobs import get_job
+    from cnnq.db.orm import Job
     from cnnq.db.session import session_scope
 
     with session_scope() as session:
-        row = get_job(session, filled_database.xray_eval)
+        row = session.get(Job, filled_database.xray_eval)
         row.result = {k: v for k, v in row.result.items() if k != "roc_auc_interval"}
     app.run()
     assert metrics(app)["ROC AUC"] == f"{stored['roc_auc']:.3f}"
@@ -291,9 +279,9 @@ def test_bulk_parent_page_shows_its_shards_and_counts(
 ) -> None:
     from sqlalchemy import func, select
 
+    from cnnq.db.orm import Prediction
     from cnnq.db.records import prediction_counts
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Prediction
 
     app = open_page("screens/job.py", job=filled_database.bulk)
     with session_scope() as session:
@@ -374,23 +362,27 @@ def test_compare_overlays_curves_and_tables_differences(
         assert row["final val_accuracy"] == pytest.approx(job["metrics"]["val_accuracy"])
         best = max(h["val_accuracy"] for h in job["history"] if "val_accuracy" in h)
         assert row["best val_accuracy"] == pytest.approx(best)
-    shown = figures(app)["Curves by epoch"]  # four panels, one chart
-    assert [a.text for a in shown.layout.annotations] == [
-        "Validation accuracy",
-        "Validation loss",
-        "Training accuracy",
-        "Training loss",
-    ]
-    for metric in ("val_accuracy", "val_loss", "train_accuracy", "train_loss"):
-        panel = {trace.name: trace for trace in shown.data if trace.meta == metric}
-        assert sorted(panel) == sorted(runs)
-        for job_id, trace in panel.items():
-            epochs = [h for h in job_object(job_id)["history"] if metric in h]
-            assert np.allclose(values(trace.y), [h[metric] for h in epochs]), (metric, job_id)
-            assert len(values(trace.x)) == 2
-    colors = {trace.name: trace.line.color for trace in shown.data}
-    assert len(set(colors.values())) == 2  # one colour per run, the same in every panel
-    assert all(trace.line.color == colors[trace.name] for trace in shown.data)
+    shown = charts(app)["Curves by epoch"]  # four panels, one chart
+    titles = ["Validation accuracy", "Validation loss", "Training accuracy", "Training loss"]
+    assert shown.panels() == titles
+    colors = []
+    for metric, title in zip(
+        ("val_accuracy", "val_loss", "train_accuracy", "train_loss"), titles, strict=True
+    ):
+        panel = shown.curves()[metric]
+        assert panel.panel == title and panel.encoding["color"]["field"] == "job"
+        assert sorted(set(panel.data["job"])) == sorted(runs)
+        for job_id, rows in panel.data.groupby("job"):
+            epochs = [h for h in job_object(str(job_id))["history"] if metric in h]
+            assert np.allclose(rows[panel.encoding["y"]["field"]], [h[metric] for h in epochs]), (
+                metric,
+                job_id,
+            )
+            assert list(rows[panel.encoding["x"]["field"]]) == [h["epoch"] for h in epochs]
+        scale = panel.encoding["color"]["scale"]
+        colors.append(dict(zip(scale["domain"], scale["range"], strict=True)))
+    assert len(set(colors[0][job_id] for job_id in runs)) == 2  # one colour per run, the same in every panel
+    assert all(c == colors[0] for c in colors)
     # Every hyperparameter used, side by side, once asked for.
     app.toggle(key="differing_only").set_value(False).run()
     summary = table_with(app, "job").set_index("job")
@@ -417,12 +409,13 @@ def test_bulk_page_shows_shards_scores_and_flags(
     assert int(cards["inputs"]) == counts["inputs"] == len(files)
     assert int(cards["positive (PNEUMONIA)"]) == counts["positive"] > 0
     assert int(cards["flagged"]) == counts["flagged"] == 3  # two broken images and a text file
-    shown = figures(app)["Progress by shard and Distribution of scores"]  # two panels, one chart
-    bars = traces(shown)
-    assert len(values(bars["shards"].x)) == 3 and list(values(bars["shards"].x)) == [100.0] * 3
-    assert values(bars["inputs"].y).sum() == counts["scored"]  # binned in SQL
-    threshold_lines = [s for s in shown.layout.shapes if s.type == "line"]
-    assert len(threshold_lines) == 1 and threshold_lines[0].xref == "x2"
+    shown = charts(app)["Progress by shard and Distribution of scores"]  # two panels, one chart
+    (shards,) = shown.marks_of("bar", "Progress by shard")
+    assert list(shards.x) == [100.0] * 3 and len(set(shards.y)) == 3
+    (scores,) = shown.marks_of("bar", "Distribution of scores")
+    assert scores.y.sum() == counts["scored"]  # binned in SQL
+    (threshold_line,) = shown.marks_of("rule")
+    assert threshold_line.panel == "Distribution of scores"
     top = table_with(app, "score")
     assert len(top) == 20 and list(top["score"]) == sorted(top["score"], reverse=True)
     assert all(url.startswith("data:image/png;base64,") for url in top["image"])
@@ -447,7 +440,7 @@ def test_bulk_page_shows_shards_scores_and_flags(
     app.slider(key="review_scores").set_value((round(low, 2), round(high, 2))).run()
     from sqlalchemy import func, select
 
-    from cnnq.db.tables import Prediction
+    from cnnq.db.orm import Prediction
 
     with session_scope() as session:
         expected = session.scalar(
@@ -587,7 +580,7 @@ def test_job_page_follows_a_running_job_and_cancels_it(
         assert job_id is not None, "the training job did not finish two epochs"
         app = open_page("screens/job.py", job=job_id)
         assert "RUNNING" in app.markdown[0].value
-        epochs_shown = len(values(traces(figures(app)["Training by epoch"])["train loss"].x))
+        epochs_shown = len(charts(app)["Training by epoch"].curves()["train loss"].x)
         with session_scope() as session:
             assert 2 <= epochs_shown <= len(metric_history(session, job_id))
         app.button(key="cancel").click().run()
@@ -616,7 +609,7 @@ def test_pages_read_a_postgresql_database(
     app = open_page("screens/jobs.py")
     assert list(table_with(app, "status")["id"]) == [job_id]
     app = open_page("screens/job.py", job=job_id)
-    assert list(values(traces(figures(app)["Training by epoch"])["validation loss"].x)) == [1, 2]
+    assert list(charts(app)["Training by epoch"].curves()["validation loss"].x) == [1, 2]
     app = open_page("screens/compare.py", jobs=job_id)
     assert list(table_with(app, "job")["job"]) == [job_id]
 
@@ -628,9 +621,9 @@ def test_a_resume_job_shows_the_rows_of_the_job_it_resumed(
     from sqlalchemy import delete, select
 
     from cnnq.db.jobs import children_of
+    from cnnq.db.orm import Prediction
     from cnnq.db.session import session_scope
     from cnnq.db.status import JobStatus
-    from cnnq.db.tables import Prediction
     from cnnq.lifecycle.claim import execute_job
     from tests.dashboard.conftest import _cnnq_json
 

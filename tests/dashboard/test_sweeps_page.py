@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.dashboard.conftest import copy_env, new_database
-from tests.dashboard.test_pages import figures, metrics, open_page, table_with
+from tests.dashboard.test_pages import metrics, open_page, table_with
+from tests.dashboard.vega import charts
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +34,9 @@ class SweptDatabase:
 def swept(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterator[SweptDatabase]:
     """A database holding one finished sweep, its trials run here one after another as workers run them."""
     from cnnq.cli.app import main
+    from cnnq.db.orm import Job
     from cnnq.db.session import session_scope
     from cnnq.db.status import JobStatus
-    from cnnq.db.tables import Job
     from cnnq.lifecycle.claim import execute_job
     from cnnq.settings import get_settings
 
@@ -79,8 +80,8 @@ def sweep_env(swept: SweptDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_the_sweeps_page_tables_the_trials_and_draws_the_study(sweep_env: str) -> None:
+    from cnnq.db.orm import Job
     from cnnq.db.session import session_scope
-    from cnnq.db.tables import Job
     from cnnq.sweeps.report import summarize
 
     sweep_id = sweep_env
@@ -95,7 +96,7 @@ def test_the_sweeps_page_tables_the_trials_and_draws_the_study(sweep_env: str) -
     assert sorted(trials["trial"]) == list(range(TRIALS))
     assert metrics(app)["trials ended"] == f"{TRIALS} / {TRIALS}"
     assert metrics(app)["best val_accuracy"] == f"{summary.best.value:.4f}"  # type: ignore[union-attr]
-    drawn = figures(app)
+    drawn = charts(app)
     assert {
         "Best val_accuracy so far",
         "val_accuracy per epoch (pruned trials stop early)",
@@ -103,7 +104,35 @@ def test_the_sweeps_page_tables_the_trials_and_draws_the_study(sweep_env: str) -
         "Parallel coordinates",
         "Parameter importances for val_accuracy",
     } <= set(drawn)
-    assert len(drawn["Best val_accuracy so far"].data) >= 2  # each trial's value, and the best so far
+    # Each succeeded trial's value, and the best so far, from cnnq's tables.
+    succeeded = sorted((t.number, t.value) for t in summary.trials if t.status == "SUCCEEDED")
+    history = drawn["Best val_accuracy so far"].curves()
+    assert list(zip(history["val_accuracy"].x, history["val_accuracy"].y, strict=True)) == succeeded
+    assert history["best so far"].y.iloc[-1] == summary.best.value  # type: ignore[union-attr]
+    # Each trial's value per epoch, as its pruner saw it: a pruned trial stops at its pruning epoch.
+    (per_epoch,) = drawn["val_accuracy per epoch (pruned trials stop early)"].marks_of("line")
+    epochs = per_epoch.data.groupby("trial")[per_epoch.encoding["x"]["field"]].max()
+    for trial in summary.trials:
+        if trial.pruned_at is not None:
+            assert epochs[trial.number] == trial.pruned_at
+            assert set(per_epoch.data.loc[per_epoch.data["trial"] == trial.number, "status"]) == {"PRUNED"}
+    # The metric against each parameter: one panel per parameter, a point per succeeded trial.
+    slices = drawn["val_accuracy against each parameter"].curves()
+    assert set(slices) == {"lr", "batch_size"}
+    by_number = {t.number: t for t in summary.trials}
+    for name, points in slices.items():
+        assert points.panel == name and sorted(points.data["trial"]) == [n for n, _ in succeeded]
+        for trial, x, y in zip(points.data["trial"], points.x, points.y, strict=True):
+            expected = by_number[trial].values[name]
+            assert x == (str(expected) if name == "batch_size" else expected)  # a choice: its label
+            assert y == by_number[trial].value
+    (lines,) = drawn["Parallel coordinates"].marks_of("line")
+    assert set(lines.data["axis"]) == {"val_accuracy", "lr", "batch_size"}
+    assert lines.data["position"].between(0, 1).all() and set(lines.data["trial"]) == {
+        n for n, _ in succeeded
+    }
+    (importances,) = drawn["Parameter importances for val_accuracy"].marks_of("bar")
+    assert set(importances.y) == {"lr", "batch_size"} and importances.x.sum() == pytest.approx(1.0)
 
 
 def test_a_trials_job_page_links_back_to_its_sweep(sweep_env: str) -> None:

@@ -170,9 +170,7 @@ def _load_in_child(chest: str, results: multiprocessing.Queue) -> None:  # type:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("daemon", [False, True])
-def test_jobs_in_spawned_processes_load_folder_sets(
-    chest_xray: Path, daemon: bool, streamed: None
-) -> None:
+def test_jobs_in_spawned_processes_load_folder_sets(chest_xray: Path, daemon: bool, streamed: None) -> None:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     child = context.Process(target=_load_in_child, args=(str(chest_xray), results), daemon=daemon)

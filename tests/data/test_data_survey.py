@@ -3,6 +3,7 @@ sets held in memory, larger ones streamed, both giving the same batches."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,3 +169,21 @@ def test_batched_augmentation_of_a_folder_is_a_function_of_seed_and_epoch(tmp_pa
     assert not torch.equal(epoch(first, 3), epoch(first, 4))
     assert not torch.equal(epoch(first, 3), epoch(plain, 3))
     assert not torch.equal(epoch(first, 3)[:8], epoch(other_seed, 3)[:8])
+
+
+def test_show_and_the_job_log_say_what_the_data_chose(  # type: ignore[no-untyped-def]
+    tmp_path: Path, cli, use_settings
+) -> None:
+    use_settings(CNNQ_DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}")
+    root = write_folder(tmp_path / "gray", gray)
+    done = cli(
+        "run", "train", "--model", "lenet", "--dataset", "folder", "--data-root", root, "--epochs", "1"
+    )
+    assert done.code == 0, done.stderr
+    [job] = json.loads(cli("jobs", "--json").stdout)
+    shown = cli("show", job["id"]).stdout
+    [data_row] = [line for line in shown.splitlines() if line.startswith("data ")]
+    assert "1x12x12, memory" in data_row
+    assert "channels: 1, from the data" in " ".join(shown.split())  # folded over lines by the table
+    logs = cli("logs", job["id"]).stdout
+    assert "image size: 12x12, from the data" in logs and "channels: 1, from the data" in logs

@@ -8,7 +8,7 @@ from alembic.script import ScriptDirectory
 
 from cnnq.db.migrate import alembic_config, current_revision, head_revision, upgrade_database
 from cnnq.db.session import get_engine
-from cnnq.db.tables import Base, owned_by_cnnq
+from cnnq.db.tables import metadata, owned_by_cnnq
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
@@ -17,7 +17,7 @@ def test_migrations_match_the_tables(database_url: str) -> None:
     assert current_revision(database_url) == head
     with get_engine(database_url).connect() as connection:
         context = MigrationContext.configure(connection, opts={"include_name": owned_by_cnnq})
-        differences = compare_metadata(context, Base.metadata)
+        differences = compare_metadata(context, metadata)
     assert differences == []
 
 

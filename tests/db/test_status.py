@@ -8,10 +8,11 @@ from sqlalchemy import select
 from cnnq.db.clock import read_db_now
 from cnnq.db.jobs import create_job, is_lost, lost_jobs, request_cancel, transition, update_job
 from cnnq.db.migrate import current_revision, head_revision, upgrade_database
+from cnnq.db.orm import Prediction
 from cnnq.db.records import insert_predictions, metric_history, record_metrics, scored_inputs
 from cnnq.db.session import session_scope
 from cnnq.db.status import IllegalTransition, JobStatus
-from cnnq.db.tables import Prediction, utcnow
+from cnnq.db.tables import utcnow
 
 
 @pytest.fixture

@@ -384,3 +384,17 @@ def test_a_checkpoint_resumes_after_an_upgrade_adds_an_option_not_under_another_
     assert written_by(spec.model_dump_json(), spec), "a checkpoint in the earlier form still resumes"
     assert not written_by(spec_fingerprint(spec), spec.model_copy(update={"lr": 0.02}))
     assert not written_by(None, spec)
+
+
+def test_a_cpu_job_trains_in_channels_last_unless_told_not_to(tiny_mnist: Path, tmp_path: Path) -> None:
+    runs = {}
+    for given in (None, False):
+        reporter = RecordingReporter()
+        train_job(mnist_spec(tiny_mnist, epochs=1, channels_last=given), tmp_path / str(given), reporter)
+        [line] = [line for line in reporter.lines if line.startswith("training lenet on cpu")]
+        runs[given] = (line, reporter.history()[0]["train_loss"])
+    assert "in fp32, channels_last," in runs[None][0]
+    assert "channels_last" not in runs[False][0]
+    assert runs[None][1] == pytest.approx(runs[False][1], rel=0.02)  # the same math in another layout
+    saved = torch.load(tmp_path / "None" / "best.pt", weights_only=True)["state_dict"]
+    assert all(tensor.is_contiguous() for tensor in saved.values())  # the file holds the usual layout

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from cnnq.db.orm import Job, Metric, SweepTrial, Worker
 from cnnq.db.records import find_artifact, log_lines
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, Metric, SweepTrial, Worker
 from tests.conftest import finished, job_of, wait_until
 from tests.sweeps.test_trials import study_trials
 

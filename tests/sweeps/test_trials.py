@@ -18,14 +18,15 @@ from sqlalchemy import func, select, update
 
 from cnnq.db.jobs import get_job
 from cnnq.db.migrate import current_revision, head_revision, upgrade_database
+from cnnq.db.orm import Job, Sweep, SweepTrial
 from cnnq.db.records import record_metrics
 from cnnq.db.session import get_engine, session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Base, Job, Sweep, SweepTrial, owned_by_cnnq, utcnow
+from cnnq.db.tables import metadata, owned_by_cnnq, utcnow
 from cnnq.jobs.spec import TrainSpec
 from cnnq.lifecycle.cancel import cancel_job
 from cnnq.lifecycle.claim import Claim, claim_job, finish_claim, give_back
-from cnnq.lifecycle.sweep import Sweeper
+from cnnq.lifecycle.recovery import Recovery
 from cnnq.sweeps.params import build_sweep, parse_param
 from cnnq.sweeps.spec import SweepSpec
 from cnnq.sweeps.submit import submit_sweep
@@ -287,21 +288,21 @@ def test_the_lease_of_a_process_that_died_holding_it_is_free_at_once(
         assert session.scalar(select(Sweep.leased_by).where(Sweep.job_id == sweep_id)) is None
 
 
-def test_the_heartbeat_sweep_tops_up_a_sweep_nobody_advanced(
+def test_the_recovery_pass_tops_up_a_sweep_nobody_advanced(
     queue_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     from cnnq.db.jobs import transition
 
     spec = lenet_sweep(trials=3, parallel=1)
     sweep_id = submit_sweep(spec)
-    assert Sweeper().sweep().trials == []
+    assert Recovery().run().trials == []
     # Trial 0 ends, and the process that ended it dies before advancing the sweep.
     first = trial_job_id(sweep_id, 0)
     with session_scope() as session:
         transition(session, first, JobStatus.RUNNING, heartbeat_at=None)
         transition(session, first, JobStatus.SUCCEEDED)
     monkeypatch.setattr("cnnq.sweeps.trials.TOP_UP_AFTER_SECONDS", 0.0)
-    assert Sweeper().sweep().trials == [trial_job_id(sweep_id, 1)]
+    assert Recovery().run().trials == [trial_job_id(sweep_id, 1)]
 
 
 def test_optuna_tables_live_beside_cnnqs_outside_its_migrations(
@@ -312,7 +313,7 @@ def test_optuna_tables_live_beside_cnnqs_outside_its_migrations(
     assert current_revision(database_url) == head_revision()
     with get_engine(database_url).connect() as connection:
         context = MigrationContext.configure(connection, opts={"include_name": owned_by_cnnq})
-        assert compare_metadata(context, Base.metadata) == []
+        assert compare_metadata(context, metadata) == []
         tables = connection.dialect.get_table_names(connection)
     assert {"studies", "trials", "trial_intermediate_values"} <= set(tables)
     with session_scope() as session:

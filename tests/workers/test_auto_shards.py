@@ -1,6 +1,6 @@
 """`--shard-size auto` against a real Redis and SQLite or PostgreSQL: the rest of a bulk job is sharded
 from its first shard's measured speed and the live workers, exactly once however many planners race, and
-a planner that dies before sending (or before committing) leaves it to the sweep. The last test runs a
+a planner that dies before sending (or before committing) leaves it to the recovery pass. The last test runs a
 bulk job through real `cnnq worker` processes from submit to SUCCEEDED."""
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from cnnq.db.jobs import children_of, get_job, request_cancel, transition
+from cnnq.db.orm import Prediction, UnshardedInputs, Worker
 from cnnq.db.records import log_lines
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Prediction, UnshardedInputs, Worker, utcnow
+from cnnq.db.tables import utcnow
 from cnnq.db.workers import register_worker
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.spec import InferSpec
@@ -28,8 +29,8 @@ from cnnq.lifecycle.bulk import first_shard_size, settle_parent
 from cnnq.lifecycle.cancel import cancel_job
 from cnnq.lifecycle.claim import execute_job
 from cnnq.lifecycle.queues import priority_keys
+from cnnq.lifecycle.recovery import Recovery
 from cnnq.lifecycle.submit import Placement, submit_job
-from cnnq.lifecycle.sweep import Sweeper
 from tests.conftest import wait_until
 
 BATCH = 2
@@ -220,7 +221,7 @@ def test_two_planners_at_once_shard_the_rest_once(queue_env, tmp_path: Path) -> 
     _first_shard_scored(parent, per_second=2.0)
 
     # One planner holds the parent's lock, its shards written but not committed; a second one (the
-    # sweep, say) waits for it, then finds the rest taken and does nothing.
+    # recovery pass, say) waits for it, then finds the rest taken and does nothing.
     results: dict[str, list[str]] = {}
     with session_scope() as s:
         planned = plan_rest(s, parent)
@@ -255,26 +256,26 @@ def test_two_planners_at_once_shard_the_rest_once(queue_env, tmp_path: Path) -> 
     assert _waiting(queue_env["CNNQ_BROKER_URL"]).count(sent[0]) == 1
 
 
-def test_a_planner_that_dies_before_sending_or_committing_leaves_it_to_the_sweep(  # type: ignore[no-untyped-def]
+def test_a_planner_that_dies_before_sending_or_committing_leaves_it_to_the_recovery_pass(  # type: ignore[no-untyped-def]
     queue_env, tmp_path: Path
 ) -> None:
-    # Died after committing the shards, before sending them: the next sweep sends them.
+    # Died after committing the shards, before sending them: the next recovery pass sends them.
     parent, inputs = _bulk_job(tmp_path / "a", FIRST + 36)
     _first_shard_scored(parent, per_second=2.0)
     with session_scope() as s:
         planned = [job_id for job_id, _, _ in plan_rest(s, parent)]
     assert _waiting(queue_env["CNNQ_BROKER_URL"]) == [f"{parent}.0001"]
-    assert sorted(Sweeper().sweep().sent) == sorted(planned)
+    assert sorted(Recovery().run().sent) == sorted(planned)
     assert _waiting(queue_env["CNNQ_BROKER_URL"]) == sorted([f"{parent}.0001", *planned])
 
-    # Died while sharding, before its transaction committed: nothing was written; the sweep shards.
+    # Died while sharding, before its transaction committed: nothing was written; the recovery pass shards.
     other, other_inputs = _bulk_job(tmp_path / "b", FIRST + 36)
     _first_shard_scored(other, per_second=2.0)
     with pytest.raises(RuntimeError), session_scope() as s:
         assert plan_rest(s, other)
         raise RuntimeError("the process died here")
     assert len(_shard_paths(other)) == 1
-    report = Sweeper().sweep()
+    report = Recovery().run()
     assert report.sharded and len(_shard_paths(other)) == 1 + len(report.sharded)
     _assert_each_input_in_one_shard(other, other_inputs)
     _assert_each_input_in_one_shard(parent, inputs)

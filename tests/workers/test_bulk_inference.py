@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlalchemy import delete, func, select
 
 from cnnq.db.jobs import children_of, get_job, request_cancel
+from cnnq.db.orm import Job, Prediction
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, Prediction
 from cnnq.jobs.infer import infer_job
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.spec import parse_spec

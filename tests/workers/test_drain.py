@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from cnnq.db.orm import Job
 from cnnq.db.records import log_lines
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job
 from cnnq.jobs.spec import TrainSpec
 from cnnq.lifecycle.submit import Placement, submit_job
 
@@ -46,7 +46,7 @@ def test_two_workers_drain_twenty_jobs(queue_env, start_workers, mnist_root: Pat
 
 
 def _worker_names(launcher) -> set[str]:  # type: ignore[no-untyped-def]
-    from cnnq.db.tables import Worker
+    from cnnq.db.orm import Worker
 
     with session_scope() as s:
         return {w.name for w in s.scalars(select(Worker)) if f"-{launcher.process.pid}@" in w.name}

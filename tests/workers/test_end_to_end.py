@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from cnnq.db.jobs import get_job, request_cancel
+from cnnq.db.orm import Metric
 from cnnq.db.records import artifacts_of, find_artifact, log_lines, metric_history
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Metric
 from cnnq.jobs.spec import TrainSpec
 from cnnq.lifecycle.submit import Placement, submit_job
 from tests.conftest import finished, job_of, wait_until

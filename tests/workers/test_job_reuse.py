@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from cnnq.db.orm import Metric, Prediction
 from cnnq.db.records import log_lines
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Metric, Prediction
 from cnnq.jobs.spec import EvalSpec, InferSpec, TrainSpec
 from cnnq.lifecycle.submit import Placement, submit_job
 from tests.conftest import finished, job_of, wait_until

@@ -14,19 +14,20 @@ import redis
 from sqlalchemy import select
 
 from cnnq.db.jobs import create_job, get_job, transition, update_job
+from cnnq.db.orm import Job
 from cnnq.db.records import log_lines, metric_history
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, utcnow
+from cnnq.db.tables import utcnow
 from cnnq.errors import ServiceUnavailable
 from cnnq.jobs.reporter import JobSuperseded
 from cnnq.jobs.spec import TrainSpec
 from cnnq.lifecycle.bulk import settle_parent
 from cnnq.lifecycle.claim import Claim, claim_job, execute_job, failure_fields, finish_claim, give_back
 from cnnq.lifecycle.queues import priority_keys
+from cnnq.lifecycle.recovery import Recovery
 from cnnq.lifecycle.sql_reporter import SqlReporter
 from cnnq.lifecycle.submit import Placement, submit_job
-from cnnq.lifecycle.sweep import Sweeper
 
 SPEC = {"kind": "train", "model": "lenet", "dataset": "mnist", "data_root": "/nowhere", "epochs": 1}
 
@@ -84,14 +85,14 @@ def test_a_message_without_a_row_does_nothing(queue_env: dict[str, str]) -> None
     assert execute_job("train-never1", worker="w1") is None
 
 
-def test_only_one_sweep_requeues_a_lost_job_and_sends_it_again(queue_env: dict[str, str]) -> None:
+def test_only_one_recovery_pass_requeues_a_lost_job_and_sends_it_again(queue_env: dict[str, str]) -> None:
     with session_scope() as s:
         job_id = create_job(s, kind="train", spec=SPEC, queue="cpu", priority=3).id
         transition(s, job_id, JobStatus.RUNNING, worker="dead@host", attempts=1)
         update_job(s, job_id, heartbeat_at=utcnow() - timedelta(minutes=1))
         fresh = create_job(s, kind="train", spec=SPEC, queue="cpu").id
         transition(s, fresh, JobStatus.RUNNING, worker="alive@host", attempts=1)
-    first, second = Sweeper().sweep(), Sweeper().sweep()
+    first, second = Recovery().run(), Recovery().run()
     assert (first.requeued, first.sent) == ([job_id], [job_id])
     assert (second.requeued, second.sent) == ([], [])
     job = _job(job_id)
@@ -103,7 +104,7 @@ def test_only_one_sweep_requeues_a_lost_job_and_sends_it_again(queue_env: dict[s
 def test_a_queued_job_whose_message_is_gone_is_sent_again(  # type: ignore[no-untyped-def]
     use_settings, queue_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The outbox: Redis lost the message (wiped, or a worker took it and died): the sweep re-sends it
+    """The outbox: Redis lost the message (wiped, or a worker took it and died): the recovery pass re-sends it
     once CNNQ_REQUEUE_AFTER_SECONDS have passed, and leaves alone a job whose message still waits."""
     use_settings(CNNQ_REQUEUE_AFTER_SECONDS="1")
     spec = TrainSpec(model="lenet", dataset="mnist", data_root=tmp_path, device="cpu")
@@ -111,18 +112,18 @@ def test_a_queued_job_whose_message_is_gone_is_sent_again(  # type: ignore[no-un
     client = redis.Redis.from_url(queue_env["CNNQ_BROKER_URL"])
     assert client.llen("cpu:9") == 2  # priority 0 travels as step 9
     client.rpop("cpu:9")  # the first message sent: as if a worker took it and died before claiming
-    sweeper = Sweeper()
-    assert sweeper.sweep().resent == []  # sent under a second ago
+    recovery = Recovery()
+    assert recovery.run().resent == []  # sent under a second ago
     time.sleep(1.2)
-    assert sweeper.sweep().resent == []  # seen missing just now: a live worker may be claiming it
+    assert recovery.run().resent == []  # seen missing just now: a live worker may be claiming it
     time.sleep(1.2)
-    assert sweeper.sweep().resent == [lost]  # missing for a second: lost
+    assert recovery.run().resent == [lost]  # missing for a second: lost
     assert sorted(_job_id_in(m) for m in client.lrange("cpu:9", 0, -1)) == sorted([lost, waiting])
     client.flushall()  # Redis wiped: both are sent again once missing long enough
     time.sleep(1.2)
-    assert sweeper.sweep().resent == []
+    assert recovery.run().resent == []
     time.sleep(1.2)
-    assert sorted(sweeper.sweep().resent) == sorted([lost, waiting])
+    assert sorted(recovery.run().resent) == sorted([lost, waiting])
 
 
 def _job_id_in(message: bytes) -> str:
@@ -139,7 +140,7 @@ def test_a_superseded_run_writes_nothing_more(queue_env: dict[str, str]) -> None
     stale.metrics(1, {"val_accuracy": 0.5})
     with session_scope() as s:
         update_job(s, job_id, heartbeat_at=utcnow() - timedelta(minutes=5))
-    assert Sweeper().sweep().requeued == [job_id]
+    assert Recovery().run().requeued == [job_id]
     second = claim_job(job_id, "w2")
     assert isinstance(second, Claim) and second.token == 2
     for write in (
@@ -169,7 +170,7 @@ def test_a_graceful_stop_gives_the_attempt_back(queue_env: dict[str, str]) -> No
     assert status == JobStatus.QUEUED
     job = _job(job_id)
     assert (job.attempts, job.claims, job.sent_at) == (0, 1, None)
-    assert Sweeper().sweep().sent == [job_id]
+    assert Recovery().run().sent == [job_id]
 
 
 def test_a_bulk_parent_follows_its_shards(queue_env: dict[str, str]) -> None:

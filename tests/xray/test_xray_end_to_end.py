@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from cnnq.db.jobs import children_of
+from cnnq.db.orm import Job, Prediction
 from cnnq.db.records import last_metrics
 from cnnq.db.session import session_scope
 from cnnq.db.status import JobStatus
-from cnnq.db.tables import Job, Prediction
 from cnnq.jobs.checkpoint import ModelInfo, load_model_file, save_model_file
 from cnnq.jobs.inputs import list_inputs
 from cnnq.jobs.onnx_engine import int8_path_for, onnx_path_for

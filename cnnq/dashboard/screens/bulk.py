@@ -79,7 +79,7 @@ def bulk_view() -> None:
     cards[2].metric(f"positive ({positive_class})" if positive_class else "positive", counts["positive"])
     cards[3].metric("flagged", counts["flagged"], help="Inputs that could not be read or scored.")
 
-    st.plotly_chart(
+    st.altair_chart(
         charts.bulk_figure(shards, bins if counts["scored"] else None, threshold, positive_class),
         key="bulk_chart",
     )

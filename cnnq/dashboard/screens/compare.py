@@ -61,7 +61,7 @@ panels = [
     ("train_accuracy", "Training accuracy"),
     ("train_loss", "Training loss"),
 ]
-st.plotly_chart(charts.compare_figure(curves, panels), key="compare_chart")  # one chart of four panels
+st.altair_chart(charts.compare_figure(curves, panels), key="compare_chart")  # one chart of four panels
 
 st.subheader("A hyperparameter against a metric")
 numeric = [c for c in summary.columns if c not in ("job", "status") and summary[c].notna().any()]
@@ -71,4 +71,4 @@ if len(summary) > 1 and numeric:
         "Hyperparameter", [c for c in numeric if summary[c].dtype == object] or numeric
     )
     metric = axes[1].selectbox("Metric", [c for c in numeric if summary[c].dtype != object] or numeric)
-    st.plotly_chart(charts.parameter_figure(summary, parameter, metric), key="parameter_chart")
+    st.altair_chart(charts.parameter_figure(summary, parameter, metric), key="parameter_chart")

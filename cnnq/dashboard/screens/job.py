@@ -192,7 +192,7 @@ def show_curve(points: pd.DataFrame) -> None:
     controls = st.columns([1, 2, 3], vertical_alignment="bottom")
     x = controls[0].radio("Against", ["step", "time"], horizontal=True, key="curve_x")
     smoothing = controls[1].slider("Smoothing", 0.0, 0.99, 0.6, step=0.01, key="curve_smoothing")
-    st.plotly_chart(charts.curve_figure(points, x, smoothing), key="curve_chart")
+    st.altair_chart(charts.curve_figure(points, x, smoothing), key="curve_chart")
 
 
 def show_training(job_id: str, job: dict[str, Any]) -> None:
@@ -215,7 +215,7 @@ def show_training(job_id: str, job: dict[str, Any]) -> None:
         if name in history.columns:
             card.metric(name, f"{last[name]:.4g}")
     best_epoch = int(best["epoch"]) if best is not None else None
-    st.plotly_chart(charts.training_figure(history, best_epoch), key="training_chart")
+    st.altair_chart(charts.training_figure(history, best_epoch), key="training_chart")
     show_curve(points)
     test = {k: v for k, v in job["metrics"].items() if k.startswith("test_")}
     if test:
@@ -247,14 +247,14 @@ def show_evaluation(job: dict[str, Any]) -> None:
         threshold, precision_recall_at, point = show_clinical(result, classes, metrics.get("roc_auc"))
     if roc and len(classes) == 2:  # with the precision-recall curve beside it: one chart, not two
         figure = charts.roc_figure(roc, threshold, metrics.get("roc_auc"), precision_recall_at, point)
-        st.plotly_chart(figure, key="roc_chart")
+        st.altair_chart(figure, key="roc_chart")
     if result.get("threshold") is not None:
         positive = positive_class(classes, result.get("positive_class")) or "the positive class"
         st.caption(f"Stored threshold {float(result['threshold']):.4f} on the probability of {positive}")
     left, right = st.columns(2)
     if matrix is not None:
         normalised = left.toggle("Normalise by true class", key="normalise_confusion")
-        left.plotly_chart(charts.confusion_figure(matrix, classes, normalised), key="confusion_chart")
+        left.altair_chart(charts.confusion_figure(matrix, classes, normalised), key="confusion_chart")
     per_class = per_class_frame(result)
     if not per_class.empty:
         right.subheader("Per class")

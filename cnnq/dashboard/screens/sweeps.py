@@ -76,7 +76,7 @@ def sweep_view() -> None:
         if isinstance(figure, str):
             st.caption(figure)
         else:
-            st.plotly_chart(figure, key=title)
+            st.altair_chart(figure, key=title)
 
 
 sweep_view()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from cnnq.db.session import get_engine
-from cnnq.db.tables import Base, owned_by_cnnq
+from cnnq.db.tables import metadata, owned_by_cnnq
 
 config = context.config
 url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
@@ -13,7 +13,7 @@ url = config.attributes.get("database_url") or config.get_main_option("sqlalchem
 with get_engine(url).connect() as connection:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         include_name=owned_by_cnnq,
         render_as_batch=connection.dialect.name == "sqlite",
     )

@@ -1,6 +1,6 @@
-"""The sweep: what every worker's heartbeat thread does for the whole cluster, every beat.
+"""The recovery pass: what every worker's heartbeat thread does for the whole cluster, every beat.
 
-The SQL row is the outbox; Redis only carries a nudge. So the sweep, on the database's clock:
+The SQL row is the outbox; Redis only carries a nudge. So the recovery pass, on the database's clock:
 
 1. re-queues running jobs whose worker stopped beating (`CNNQ_LOST_AFTER_SECONDS`); a `cnnq run` job,
    which no worker can take over, is failed instead;
@@ -14,8 +14,8 @@ The SQL row is the outbox; Redis only carries a nudge. So the sweep, on the data
 5. tops up hyperparameter sweeps that look stuck: trials that ended unseen, room and no trial waiting
    (`cnnq.sweeps.trials.top_up_sweeps`).
 
-Every step is a conditional UPDATE that one sweeper wins, and delivering a message twice is harmless (a
-claim is conditional too), so any number of workers may sweep at once.
+Every step is a conditional UPDATE that one recovery pass wins, and delivering a message twice is harmless
+(a claim is conditional too), so any number of workers may recover at once.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from sqlalchemy.orm import aliased
 
 from cnnq.db.clock import db_ago
 from cnnq.db.jobs import lost_jobs, stale, transition
+from cnnq.db.orm import Job
 from cnnq.db.session import session_scope
 from cnnq.db.status import FINISHED, IllegalTransition, JobStatus
-from cnnq.db.tables import Job
 from cnnq.lifecycle.auto_shards import shard_the_rest
 from cnnq.lifecycle.broker import waiting_job_ids
 from cnnq.lifecycle.bulk import settle_parent
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SweepReport:
+class RecoveryReport:
     requeued: list[str] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
@@ -53,19 +53,19 @@ class SweepReport:
     trials: list[str] = field(default_factory=list)
 
 
-class Sweeper:
-    """One process's sweeper. `reap=False` skips step 1 (a worker that only just regained the database
+class Recovery:
+    """One process's recovery pass. `reap=False` skips step 1 (a worker that only just regained the database
     must not judge others' heartbeats, which were as cut off as its own)."""
 
     def __init__(self) -> None:
         self._last_resend = 0.0
         self._missing: dict[str, float] = {}
-        """Queued jobs whose message this sweeper found in no queue, and since when (its own clock:
+        """Queued jobs whose message this process found in no queue, and since when (its own clock:
         only durations count). A message a live worker just took leaves the queue seconds before
         its job is claimed; only one gone for `CNNQ_REQUEUE_AFTER_SECONDS` is lost."""
 
-    def sweep(self, *, reap: bool = True) -> SweepReport:
-        report = SweepReport()
+    def run(self, *, reap: bool = True) -> RecoveryReport:
+        report = RecoveryReport()
         settings = get_settings()
         if reap:
             report.requeued = reap_lost_jobs()
@@ -95,7 +95,7 @@ class Sweeper:
         try:
             waiting = waiting_job_ids(sorted({queue for _, queue, _ in rows}))
         except Exception as error:  # Redis is out: nothing can be sent anyway
-            log.warning("cannot read the queues (%s); stranded jobs wait for the next sweep", error)
+            log.warning("cannot read the queues (%s); stranded jobs wait for the next pass", error)
             return []
         now = time.monotonic()
         missing = {row[0]: self._missing.get(row[0], now) for row in rows if row[0] not in waiting}
@@ -137,7 +137,7 @@ def reap_lost_jobs() -> list[str]:
                     message=f"re-queued: worker {worker} stopped beating",
                 )
         except IllegalTransition:
-            continue  # another sweeper, or the job itself, got there first
+            continue  # another recovery pass, or the job itself, got there first
         log.warning("job %s: worker %s stopped beating; re-queued", job_id, worker)
         requeued.append(job_id)
     return requeued
