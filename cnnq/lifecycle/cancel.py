@@ -23,12 +23,15 @@ def cancel_job(job_id: str) -> JobStatus:
             settle_parent(connection, job_id)
             job = get_job(connection, job_id)
         status, parent_id, kind = job.status, job.parent_id, job.kind
-    if kind != SWEEP_KIND and (parent_id is None or not status.finished):
+        trial = (  # a sweep's trial cancelled before it ran (a bulk job's shard is not one)
+            parent_id is not None and status.finished and get_job(connection, parent_id).kind == SWEEP_KIND
+        )
+    if kind != SWEEP_KIND and not trial:
         return status
     from cnnq.sweeps.trials import advance_sweep  # the ORM and Optuna's tables: only sweeps need them
 
-    if kind != SWEEP_KIND:  # a sweep's trial cancelled before it ran
-        advance_sweep(parent_id)  # type: ignore[arg-type]  # a no-op for a bulk job's shard
+    if trial:
+        advance_sweep(parent_id)  # type: ignore[arg-type]
         return status
     advance_sweep(job_id)
     with connection_scope() as connection:
