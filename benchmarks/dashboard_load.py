@@ -3,11 +3,14 @@ of 1,000 jobs and 100,000 predictions against the same page on a 10-job database
 
 The databases are SQLite files filled with the rows real jobs write (specs as cnnq validates them,
 per-epoch metrics, evaluation reports, logs, artifacts, a bulk job's shards and predictions), made by
-`fill_database`; `tests/dashboard/test_load.py` uses the same functions. Each server is warmed by one
-pass over the pages (imports, first connections, the browser's cache of the dashboard's scripts), then
-every page is opened `--repeats` times, each in a new tab (a new session: a first render, not a
-redraw), timed from navigation to the script's end with the page's title drawn. The figure is the
-median.
+`fill_database`; `tests/dashboard/test_load.py` uses the same functions. Each also holds the same
+finished sweep of 30 trials, its Optuna study made, asked, reported to and told by cnnq's own study
+functions (`_sweep`); its page is opened on it, with its trials table and all its charts. The small
+database gets it on top of its 10 jobs (41 in all); the large one's trials are among its 1,000 jobs.
+Each server is warmed by one pass over the pages (imports, first connections, the browser's cache of
+the dashboard's scripts), then every page is opened `--repeats` times, each in a new tab (a new session:
+a first render, not a redraw), timed from navigation to the script's end with the page's title and
+every chart's marks drawn. The figure is the median.
 
 Goal: every page under 3 s, and within 1.5x of its time on the 10-job database.
 
@@ -52,6 +55,9 @@ CHROMIUM_ARGS = [
 ]
 EPOCHS = 10
 SHARDS = 10
+SWEEP_TRIALS = 30
+SWEEP_PARAMS = ("lr=loguniform:1e-4:1e-1", "batch_size=choice:32,64,128", "optimizer=choice:sgd,adam,adamw")
+SWEEP_PARALLEL = 3
 TRACEBACK = """Traceback (most recent call last):
   File "/app/cnnq/jobs/train.py", line 52, in train_job
     bundle = load_dataset(data_request(spec), device)
@@ -68,20 +74,26 @@ class Generated:
     evaluation: str
     bulk: str
     failed: str
+    sweep: str
+    sweep_trials: int
     jobs: int
     predictions: int
 
 
-def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Generated:
+def fill_database(
+    url: str, jobs: int, predictions: int, seed: int = 0, sweep_trials: int = SWEEP_TRIALS
+) -> Generated:
     """A migrated database at `url` filled with `jobs` finished jobs, `predictions` of them on one bulk job.
 
     About a tenth are evaluations, a twentieth failed, a fiftieth cancelled; there is one bulk job of
-    `SHARDS` shards (plus one more per 100 jobs); the rest are training runs of `EPOCHS` epochs.
+    `SHARDS` shards (plus one more per 100 jobs) and one finished sweep of `sweep_trials` trials (`_sweep`);
+    the rest are training runs of `EPOCHS` epochs. The sweep's jobs come out of the training runs where
+    there are plenty of them; a small database gets the sweep on top of its `jobs`.
     """
     from sqlalchemy import insert
 
     from cnnq.db.migrate import upgrade_database
-    from cnnq.db.orm import Artifact, Job, LogLine, Metric, Prediction, Worker
+    from cnnq.db.orm import Artifact, Job, LogLine, Metric, Prediction, Sweep, SweepTrial, Worker
     from cnnq.db.session import session_scope
     from cnnq.db.status import JobStatus
     from cnnq.jobs.hyperparameters import effective_hyperparameters
@@ -95,15 +107,19 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
     evals = max(1, jobs // 10)
     failed = max(1, jobs // 20)
     cancelled = jobs // 50
-    trains = max(1, jobs - bulk_parents * (shards_each + 1) - evals - failed - cancelled)
+    spare = jobs - bulk_parents * (shards_each + 1) - evals - failed - cancelled
+    trains = max(1, spare - (1 + sweep_trials) if spare > 2 * (1 + sweep_trials) else spare)
+    total = trains + jobs - spare + 1 + sweep_trials
     job_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     log_rows: list[dict[str, Any]] = []
     artifact_rows: list[dict[str, Any]] = []
 
-    def job(kind: str, spec: dict[str, Any], status: JobStatus, **fields: Any) -> str:
-        job_id = f"{kind}-{len(job_rows):05d}{rng.randrange(16**4):04x}"
-        created = now - timedelta(minutes=10 * (jobs - len(job_rows)))
+    def job(
+        kind: str, spec: dict[str, Any], status: JobStatus, job_id: str | None = None, **fields: Any
+    ) -> str:
+        job_id = job_id or f"{kind}-{len(job_rows):05d}{rng.randrange(16**4):04x}"
+        created = now - timedelta(minutes=10 * (total - len(job_rows)))
         started = created + timedelta(seconds=5)
         job_rows.append(
             {
@@ -185,6 +201,12 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
                     "created_at": now,
                 }
             )
+    sweep_id = f"sweep-{len(job_rows):05d}{rng.randrange(16**4):04x}"
+    sweep = _sweep(url, sweep_id, sweep_trials, random.Random(seed + 1))
+    sweep_rows = _sweep_rows(sweep, job, now)
+    metric_rows += sweep_rows["metrics"]
+    log_rows += sweep_rows["logs"]
+    artifact_rows += sweep_rows["artifacts"]
     roc_points = 200
     fpr = [i / roc_points for i in range(roc_points + 1)]
     roc = {
@@ -273,6 +295,8 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
                 for i in range(4)
             ],
         )  # fmt: skip
+        session.execute(insert(Sweep), [{"job_id": sweep_id}])
+        session.execute(insert(SweepTrial), sweep_rows["sweep_trials"])
     batch: list[dict[str, Any]] = []
     for index in range(predictions):
         flagged = index % 500 == 7
@@ -298,9 +322,285 @@ def fill_database(url: str, jobs: int, predictions: int, seed: int = 0) -> Gener
         evaluation=eval_ids[-1],
         bulk=bulk_ids[0],
         failed=failed_ids[-1],
+        sweep=sweep_id,
+        sweep_trials=sweep_trials,
         jobs=len(job_rows),
         predictions=predictions,
     )
+
+
+@dataclass
+class SweptTrial:
+    """One trial of the generated sweep, as its job ran it and its study was told."""
+
+    number: int
+    study_trial_id: int
+    values: dict[str, Any]
+    curve: list[float]
+    """Its val_accuracy at each epoch it would train, were it not pruned."""
+    started: int
+    """The sweep's tick (an epoch of every running trial) at which it was asked for and started."""
+    epochs: int = 0
+    """Epochs it trained, each reported to its study."""
+    status: str = "RUNNING"
+    ended: int = 0
+
+
+@dataclass(frozen=True)
+class GeneratedSweep:
+    sweep_id: str
+    spec: Any
+    """Its `SweepSpec`."""
+    trials: list[SweptTrial]
+    ticks: int
+
+
+TICK_SECONDS = 30.0
+"""A tick of the generated sweep: one epoch of each of its running trials."""
+
+
+@contextmanager
+def _cnnq_database(url: str) -> Iterator[None]:
+    """cnnq's settings on the database at `url` while the block runs: where its study functions keep a
+    sweep's Optuna study (`cnnq.sweeps.study.storage`)."""
+    from cnnq.settings import reload_settings
+
+    saved = os.environ.get("CNNQ_DATABASE_URL")
+    os.environ["CNNQ_DATABASE_URL"] = url
+    reload_settings()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CNNQ_DATABASE_URL", None)
+        else:
+            os.environ["CNNQ_DATABASE_URL"] = saved
+        reload_settings()
+
+
+def _sweep(url: str, sweep_id: str, trials: int, rng: random.Random) -> GeneratedSweep:
+    """A finished sweep of `trials` trials of LeNet on MNIST, as `cnnq sweep --trials 30 --prune median
+    --param ...` makes it (`SWEEP_PARAMS`, TPE, `SWEEP_PARALLEL` at a time; median pruning, which lets
+    about half the trials finish, where ASHA's would let one in 27): its study made and asked by cnnq's
+    study functions, each trial's epochs reported to it and judged by its pruner as a trial's job reports
+    them (`cnnq.sweeps.pruning`), and each ending told as `cnnq.sweeps.trials` tells it. Only the
+    training is simulated: each trial's val_accuracy per epoch, a curve whose ceiling depends on its
+    values. One trial fails in its third epoch (its job killed for memory): the first after the first
+    third of the sweep to get that far."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from cnnq.jobs.spec import TrainSpec
+    from cnnq.sweeps.params import build_sweep, parse_param
+    from cnnq.sweeps.study import ask, create_study, draw, load_study
+
+    train = {"model": "lenet", "dataset": "mnist", "epochs": EPOCHS, "data_root": "/data"}
+    spec = build_sweep(
+        TrainSpec.model_validate(train),
+        train,
+        [parse_param(text) for text in SWEEP_PARAMS],
+        [],
+        {"trials": trials, "parallel": SWEEP_PARALLEL, "prune": "median"},
+    )
+    failed = False
+    running: list[tuple[SweptTrial, optuna.trial.Trial]] = []
+    ended: list[SweptTrial] = []
+    tick = 0
+    with _cnnq_database(url):
+        create_study(sweep_id, spec)
+        asker, teller = load_study(sweep_id, spec), load_study(sweep_id, spec)
+        while running or len(ended) < trials:
+            while len(running) < spec.parallel and len(running) + len(ended) < trials:
+                trial = ask(asker, spec, len(running) + len(ended))
+                values = draw(trial, spec)
+                swept = SweptTrial(trial.number, trial._trial_id, values, _curve(values, rng), tick)
+                running.append((swept, optuna.trial.Trial(teller, trial._trial_id)))
+            tick += 1
+            for swept, reports in list(running):
+                swept.epochs += 1
+                if not failed and swept.number >= trials // 3 and swept.epochs == 3:
+                    swept.epochs, swept.status, failed = 2, "FAILED", True
+                    teller.tell(swept.number, state=TrialState.FAIL, skip_if_finished=True)
+                else:
+                    reports.report(swept.curve[swept.epochs - 1], swept.epochs)
+                    if reports.should_prune():
+                        swept.status = "PRUNED"
+                        teller.tell(swept.number, state=TrialState.PRUNED, skip_if_finished=True)
+                    elif swept.epochs == EPOCHS:
+                        swept.status = "SUCCEEDED"
+                        value = max(swept.curve)
+                        teller.tell(swept.number, value, state=TrialState.COMPLETE, skip_if_finished=True)
+                    else:
+                        continue
+                swept.ended = tick
+                running.remove((swept, reports))
+                ended.append(swept)
+    return GeneratedSweep(sweep_id, spec, sorted(ended, key=lambda t: t.number), tick)
+
+
+def _curve(values: dict[str, Any], rng: random.Random) -> list[float]:
+    """A trial's val_accuracy per epoch: best near lr 0.02 for SGD and 0.002 for Adam(W), a little
+    lower for larger batches, reached sooner for smaller ones."""
+    best_lr = 0.02 if values["optimizer"] == "sgd" else 0.002
+    miss = math.log10(values["lr"] / best_lr)
+    ceiling = 0.99 - 0.08 * miss * miss - 0.004 * values["batch_size"] / 32 + rng.gauss(0, 0.005)
+    ceiling = min(0.995, max(0.15, ceiling))
+    speed = rng.uniform(0.3, 0.8) * (64 / values["batch_size"]) ** 0.3
+    return [
+        min(0.999, max(0.05, 0.1 + (ceiling - 0.1) * (1 - math.exp(-speed * epoch)) + rng.gauss(0, 0.004)))
+        for epoch in range(1, EPOCHS + 1)
+    ]
+
+
+def _sweep_rows(sweep: GeneratedSweep, job: Any, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """The rows cnnq keeps of `sweep` beside its study: its job, its trials' jobs (through `job`, which
+    adds a job row), their metrics, logs and artifacts, and its `sweep_trials` rows."""
+    from cnnq.db.status import JobStatus
+    from cnnq.jobs.hyperparameters import effective_hyperparameters
+    from cnnq.jobs.spec import TrainSpec
+    from cnnq.sweeps.report import values_text
+    from cnnq.sweeps.spec import trial_spec
+    from cnnq.sweeps.trials import trial_job_id
+
+    spec, sweep_id = sweep.spec, sweep.sweep_id
+    begun = now - timedelta(seconds=TICK_SECONDS * sweep.ticks + 600)
+
+    def at(tick: int) -> datetime:
+        return begun + timedelta(seconds=TICK_SECONDS * tick)
+
+    done = [t for t in sweep.trials if t.status == "SUCCEEDED"]
+    best = max(done, key=lambda t: (max(t.curve), -t.number))
+    counts = {status: sum(t.status == status for t in sweep.trials) for status in JobStatus}
+    parts = [f"{n} {status.lower()}" for status, n in counts.items() if n]
+    message = (
+        f"{len(sweep.trials)} of {spec.trials} trials ended ({', '.join(parts)}); "
+        f"best {spec.metric} {max(best.curve):.4f} (trial {best.number})"
+    )
+    job(
+        "sweep",
+        spec.model_dump(mode="json"),
+        JobStatus.SUCCEEDED,
+        job_id=sweep_id,
+        worker=None,
+        device=None,
+        attempts=0,
+        claims=0,
+        message=message,
+        created_at=begun,
+        started_at=begun,
+        finished_at=at(sweep.ticks),
+        result={
+            "best_trial": best.number,
+            "best_job": trial_job_id(sweep_id, best.number),
+            "best_value": max(best.curve),
+            "metric": spec.metric,
+            "trials": {status: n for status, n in counts.items() if n},
+        },
+    )
+    rows: dict[str, list[dict[str, Any]]] = {"metrics": [], "logs": [], "artifacts": [], "sweep_trials": []}
+    for trial in sweep.trials:
+        trial_id = trial_job_id(sweep_id, trial.number)
+        train = TrainSpec.model_validate(trial_spec(spec, trial.values))
+        hyperparameters = effective_hyperparameters(train)
+        reached = trial.curve[: trial.epochs]
+        fields: dict[str, Any] = {"progress": trial.epochs / EPOCHS}
+        if trial.status == "SUCCEEDED":
+            best_epoch = 1 + reached.index(max(reached))
+            fields = {
+                "result": {"hyperparameters": hyperparameters, "epochs": EPOCHS, "best_epoch": best_epoch}
+            }
+        elif trial.status == "PRUNED":
+            fields["message"] = f"pruned after epoch {trial.epochs}: {spec.metric} {reached[-1]:.4f}"
+        else:
+            fields |= {
+                "error_type": "RuntimeError",
+                "error_message": "DataLoader worker (pid 4242) is killed by signal: Killed.",
+            }
+        job(
+            "train",
+            train.model_dump(mode="json"),
+            JobStatus(trial.status),
+            job_id=trial_id,
+            parent_id=sweep_id,
+            created_at=at(trial.started),
+            started_at=at(trial.started) + timedelta(seconds=2),
+            finished_at=at(trial.ended),
+            **fields,
+        )
+        rows["sweep_trials"].append(
+            {
+                "sweep_id": sweep_id,
+                "number": trial.number,
+                "job_id": trial_id,
+                "study_trial_id": trial.study_trial_id,
+                "told": True,
+            }
+        )
+        for epoch, accuracy in enumerate(reached, start=1):
+            values = {
+                "train_loss": -math.log(min(0.999, accuracy + 0.01)) + 0.02,
+                "train_accuracy": min(0.999, accuracy + 0.01),
+                "val_loss": -math.log(accuracy),
+                "val_accuracy": accuracy,
+                "lr": hyperparameters["lr"] * math.sin(math.pi * epoch / (EPOCHS + 1)),
+                "images_per_second": 1000.0 * 64 / (64 + trial.number % 7),
+                "epoch_seconds": TICK_SECONDS - 2 + (trial.number * epoch) % 5,
+            }
+            rows["metrics"] += [
+                {
+                    "job_id": trial_id,
+                    "step": epoch,
+                    "name": name,
+                    "value": value,
+                    "time": at(trial.started + epoch),
+                }
+                for name, value in values.items()
+            ]
+        rows["logs"] += [
+            {
+                "job_id": trial_id,
+                "time": at(trial.started + epoch),
+                "line": f"epoch {epoch}: val_accuracy {value:.4f}",
+            }
+            for epoch, value in enumerate(reached, start=1)
+        ]
+        if trial.status == "SUCCEEDED":
+            rows["metrics"] += [
+                {"job_id": trial_id, "step": EPOCHS, "name": name, "value": value, "time": at(trial.ended)}
+                for name, value in (
+                    ("test_accuracy", max(reached) - 0.002),
+                    ("test_loss", -math.log(max(reached))),
+                )
+            ]
+        for kind in ("model", "checkpoint") if trial.epochs else ():
+            rows["artifacts"].append(
+                {
+                    "job_id": trial_id,
+                    "kind": kind,
+                    "uri": f"/artifacts/{trial_id}/{'best' if kind == 'model' else 'last'}.pt",
+                    "bytes": 250_000,
+                    "sha256": "0" * 64,
+                    "created_at": at(trial.ended),
+                }
+            )
+        shown = values_text(trial.values)
+        how = {"SUCCEEDED": f"{spec.metric} {max(reached) if reached else 0:.4f}", "PRUNED": "pruned"}
+        rows["logs"] += [
+            {
+                "job_id": sweep_id,
+                "time": at(trial.started),
+                "line": f"trial {trial.number} ({trial_id}): {shown}",
+            },
+            {
+                "job_id": sweep_id,
+                "time": at(trial.ended),
+                "line": f"trial {trial.number} ({trial_id}) ended {trial.status}: "
+                + how.get(trial.status, "failed: a failed trial for the study"),
+            },
+        ]
+    rows["logs"].append({"job_id": sweep_id, "time": at(sweep.ticks), "line": f"ended: {message}"})
+    rows["logs"].sort(key=lambda row: row["time"])
+    return rows
 
 
 def pages(generated: Generated) -> dict[str, str]:
@@ -312,7 +612,7 @@ def pages(generated: Generated) -> dict[str, str]:
         "Job (failed)": f"job?job={generated.failed}",
         "Job (bulk parent)": f"job?job={generated.bulk}",
         "Compare": "compare",
-        "Sweeps": "sweeps",
+        f"Sweep ({generated.sweep_trials} trials)": f"sweeps?sweep={generated.sweep}",
         "Bulk scoring": f"bulk?job={generated.bulk}",
         "X-ray check": "xray",
         "Workers": "workers",

@@ -90,15 +90,16 @@ def _history(done: list[TrialSummary], metric: str, direction: str) -> alt.Layer
 
 
 def _per_epoch(trials: list[Any], metric: str) -> alt.Chart:
-    """Each trial's value at each epoch as its pruner saw them, coloured by how the trial ended."""
-    ended = {"COMPLETE": "SUCCEEDED", "PRUNED": "PRUNED", "RUNNING": "RUNNING"}
+    """Each trial's value at each epoch as its pruner saw them, coloured by how the trial ended (a failed
+    trial's epochs too: Optuna's FAIL is cnnq's FAILED)."""
+    ended = {"COMPLETE": "SUCCEEDED", "PRUNED": "PRUNED", "RUNNING": "RUNNING", "FAIL": "FAILED"}
     rows = [
         {"trial": t.number, "epoch": step, "value": value, "status": ended.get(t.state.name, t.state.name)}
         for t in trials
         for step, value in sorted(t.intermediate_values.items())
     ]
     frame = pd.DataFrame(rows, columns=["trial", "epoch", "value", "status"])
-    statuses = [s for s in ("SUCCEEDED", "PRUNED", "RUNNING") if s in set(frame["status"])]
+    statuses = [s for s in STATUS_COLORS if s in set(frame["status"])]
     return (
         alt.Chart(frame)
         .mark_line(point=True)

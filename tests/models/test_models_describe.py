@@ -42,7 +42,8 @@ def test_simple_cnn_on_mnist_by_hand() -> None:
     rows = {r.name: r for r in summary.layers}
     assert rows["features.0"].output_shape == (32, 26, 26)
     assert rows["features.5"].output_shape == (64, 5, 5)
-    assert [rows[f"features.{i}"].receptive_field for i in range(6)] == [3, 3, 4, 8, 8, 10]
+    # conv, pool, ReLU, conv, pool, ReLU (pooled before the ReLU: cnnq.models.classic)
+    assert [rows[f"features.{i}"].receptive_field for i in range(6)] == [3, 4, 4, 8, 10, 10]
     assert summary.total_params == (32 * 9 + 32) + (64 * 32 * 9 + 64) + (1600 * 64 + 64) + (64 * 10 + 10)
     assert summary.macs == 32 * 26 * 26 * 9 + 64 * 11 * 11 * 32 * 9 + 1600 * 64 + 64 * 10
     assert summary.flops == 2 * summary.macs

@@ -147,3 +147,28 @@ def test_last_conv_layer_is_the_grad_cam_target() -> None:
     assert last_conv_layer(simple) is simple.features[3]
     with pytest.raises(ValueError, match="no Conv2d"):
         last_conv_layer(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", ["simple-cnn", "mnist-cnn", "cifar-cnn"])
+def test_pooling_before_relu_is_the_tutorial_net_exactly(name: str) -> None:
+    """The classic nets max-pool before their ReLU; the tutorials' order (ReLU, then pool) must give the
+    same outputs and the same gradients from the same weights, and read the same model files."""
+    torch.manual_seed(0)
+    ours = build_model(name, in_channels=3, image_size=32, num_classes=10)
+    tutorial = build_model(name, in_channels=3, image_size=32, num_classes=10)
+    layers = list(tutorial.features)
+    for index, layer in enumerate(layers[:-1]):
+        if isinstance(layer, nn.MaxPool2d) and isinstance(layers[index + 1], nn.ReLU):
+            layers[index], layers[index + 1] = layers[index + 1], layer
+    assert layers != list(ours.features), "no max-pool came before a ReLU"
+    tutorial.features = nn.Sequential(*layers)
+    tutorial.load_state_dict(ours.state_dict())  # the same keys
+    ours.eval()
+    tutorial.eval()
+    images = torch.randn(8, 3, 32, 32)
+    ours_out, tutorial_out = ours(images), tutorial(images)
+    assert torch.equal(ours_out, tutorial_out)
+    ours_out.square().sum().backward()
+    tutorial_out.square().sum().backward()
+    for (key, mine), theirs in zip(ours.named_parameters(), tutorial.parameters(), strict=True):
+        assert torch.allclose(mine.grad, theirs.grad, rtol=1e-5, atol=1e-6), key
