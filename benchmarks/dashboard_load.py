@@ -1,5 +1,6 @@
 """Dashboard first-render times at scale: every page in a real headless Chromium, on a generated database
-of 1,000 jobs and 100,000 predictions against the same page on a 10-job database, in one run.
+of 1,000 jobs and 100,000 predictions against the same page on a 10-job database (both with one sweep),
+in one run.
 
 The databases are SQLite files filled with the rows real jobs write (specs as cnnq validates them,
 per-epoch metrics, evaluation reports, logs, artifacts, a bulk job's shards and predictions), made by
@@ -12,7 +13,7 @@ the dashboard's scripts), then every page is opened `--repeats` times, each in a
 a first render, not a redraw), timed from navigation to the script's end with the page's title and
 every chart's marks drawn. The figure is the median.
 
-Goal: every page under 3 s, and within 1.5x of its time on the 10-job database.
+Goal: every page under 3 s, and within 1.5x of its time on the 10-job database (41 jobs with the sweep).
 
     .venv/bin/python benchmarks/dashboard_load.py                       # 1,000 jobs, 100,000 predictions
     .venv/bin/python benchmarks/dashboard_load.py --jobs 200 --predictions 5000 --repeats 1   # smoke
