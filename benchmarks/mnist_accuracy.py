@@ -5,6 +5,7 @@ model's default recipe, `cnnq models`; nothing tuned per run), with a table of t
 against the targets.
 
     nice -n 10 .venv/bin/python benchmarks/mnist_accuracy.py
+    .venv/bin/python benchmarks/mnist_accuracy.py --precision bf16   # the same in bf16 autocast
 """
 
 from __future__ import annotations
@@ -50,15 +51,30 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(TARGETS))
     parser.add_argument("--data-root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="bf16 autocast where the CPU has AMX or AVX-512 BF16 (else the job falls back to fp32).",
+    )
     args = parser.parse_args()
 
     threads = configure_threads()
     console = Console(width=120)
-    table = Table(title=f"MNIST test accuracy, default recipe, {args.epochs} epochs, {threads} torch threads")
+    table = Table(
+        title=f"MNIST test accuracy, default recipe, {args.epochs} epochs, {args.precision}, "
+        f"{threads} torch threads"
+    )
     for column in ("model", "test accuracy", "target", "met", "best val", "best epoch", "img/s", "minutes"):
         table.add_column(column, justify="right")
     for name in args.models:
-        spec = TrainSpec(model=name, dataset="mnist", data_root=args.data_root, epochs=args.epochs)
+        spec = TrainSpec(
+            model=name,
+            dataset="mnist",
+            data_root=args.data_root,
+            epochs=args.epochs,
+            precision=args.precision,
+        )
         reporter = EpochPrinter(console=console, name=name)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as workdir:
