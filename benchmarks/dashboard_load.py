@@ -99,6 +99,7 @@ def fill_database(
     from cnnq.db.status import JobStatus
     from cnnq.jobs.hyperparameters import effective_hyperparameters
     from cnnq.jobs.spec import TrainSpec
+    from cnnq.sweeps.trials import settle
 
     upgrade_database(url)
     rng = random.Random(seed)
@@ -298,6 +299,8 @@ def fill_database(
         )  # fmt: skip
         session.execute(insert(Sweep), [{"job_id": sweep_id}])
         session.execute(insert(SweepTrial), sweep_rows["sweep_trials"])
+    with _cnnq_database(url):
+        settle(sweep.spec, sweep_id)  # its message and result, the best trial, as cnnq writes them
     batch: list[dict[str, Any]] = []
     for index in range(predictions):
         flagged = index % 500 == 7
@@ -469,34 +472,17 @@ def _sweep_rows(sweep: GeneratedSweep, job: Any, now: datetime) -> dict[str, lis
     def at(tick: int) -> datetime:
         return begun + timedelta(seconds=TICK_SECONDS * tick)
 
-    done = [t for t in sweep.trials if t.status == "SUCCEEDED"]
-    best = max(done, key=lambda t: (max(t.curve), -t.number))
-    counts = {status: sum(t.status == status for t in sweep.trials) for status in JobStatus}
-    parts = [f"{n} {status.lower()}" for status, n in counts.items() if n]
-    message = (
-        f"{len(sweep.trials)} of {spec.trials} trials ended ({', '.join(parts)}); "
-        f"best {spec.metric} {max(best.curve):.4f} (trial {best.number})"
-    )
-    job(
+    job(  # running until `settle` ends it, as the last trial's advance does
         "sweep",
         spec.model_dump(mode="json"),
-        JobStatus.SUCCEEDED,
+        JobStatus.RUNNING,
         job_id=sweep_id,
         worker=None,
         device=None,
         attempts=0,
         claims=0,
-        message=message,
         created_at=begun,
         started_at=begun,
-        finished_at=at(sweep.ticks),
-        result={
-            "best_trial": best.number,
-            "best_job": trial_job_id(sweep_id, best.number),
-            "best_value": max(best.curve),
-            "metric": spec.metric,
-            "trials": {status: n for status, n in counts.items() if n},
-        },
     )
     rows: dict[str, list[dict[str, Any]]] = {"metrics": [], "logs": [], "artifacts": [], "sweep_trials": []}
     for trial in sweep.trials:
@@ -599,7 +585,6 @@ def _sweep_rows(sweep: GeneratedSweep, job: Any, now: datetime) -> dict[str, lis
                 + how.get(trial.status, "failed: a failed trial for the study"),
             },
         ]
-    rows["logs"].append({"job_id": sweep_id, "time": at(sweep.ticks), "line": f"ended: {message}"})
     rows["logs"].sort(key=lambda row: row["time"])
     return rows
 

@@ -232,7 +232,7 @@ def _advance(sweep_id: str) -> list[str]:
     _tell_ended(study, spec, sweep_id)
     _ask(study, spec, sweep_id)
     sent = send_trials(sweep_id)
-    _settle(spec, sweep_id)
+    settle(spec, sweep_id)
     return sent
 
 
@@ -353,8 +353,9 @@ def _create_trial(
     return outcome
 
 
-def _settle(spec: SweepSpec, sweep_id: str) -> None:
-    """The sweep's progress and message; its end once every trial it will have has ended and been told."""
+def settle(spec: SweepSpec, sweep_id: str) -> None:
+    """The sweep's progress and message; its end once every trial it will have has ended and been told
+    (its result: the best trial). `benchmarks/dashboard_load.py` ends its generated sweep with it."""
     with session_scope() as session:
         sweep = session.get(Job, sweep_id)
         assert sweep is not None
