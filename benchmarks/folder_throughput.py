@@ -24,8 +24,9 @@ metric per epoch; plain: the same span, first batch to last step); the ratio is 
 pairs' ratios. Accuracy is the mean over the pairs' seeds: 3 epochs on 6,000 images vary by a point
 from seed to seed. "job s" is the whole run:
 cnnq's indexing, sampling, decoding into memory, validation, checkpoints and test; plain's
-training and test. Both sides use the same torch threads in this process; the side that runs first
-alternates with each pair.
+training and test. Each run is a fresh Python process with the torch threads a cnnq job takes (so
+neither side inherits the other's process settings: cnnq's allocator thresholds, `cnnq.jobs.allocator`,
+are its own); the side that runs first alternates with each pair.
 
     nice -n 5 .venv/bin/python benchmarks/folder_throughput.py --epochs 3
     .venv/bin/python benchmarks/folder_throughput.py --folders mnist-png --streamed   # add cnnq streamed rows
@@ -35,9 +36,12 @@ alternates with each pair.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median
@@ -53,11 +57,10 @@ from torchvision import datasets, transforms
 
 from cnnq.data.splits import stratified_split
 from cnnq.data.tensor_sets import read_mnist
-from cnnq.jobs.device import configure_threads
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import train_job
-from cnnq.settings import reload_settings
+from cnnq.settings import get_settings, reload_settings, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_ROOT = (REPO.parent / "shared" / "datasets").resolve()
@@ -141,12 +144,27 @@ def textbook_mnist_cnn(channels: int, size: int) -> nn.Module:
     )
 
 
+def in_fresh_process(run: Callable[..., Outcome], **options: object) -> Outcome:
+    """One run in a new Python process, so that neither side inherits what the other set for its
+    process: cnnq's job raises glibc's malloc thresholds (`cnnq.jobs.allocator`), which a plain loop
+    run after it in the same process would otherwise get too."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(run, **options).result()
+
+
+def torch_threads() -> int:
+    """The torch threads a cnnq job takes here (`cnnq.jobs.device.configure_cpu`): both sides get them."""
+    return get_settings().torch_threads or usable_cores()
+
+
 def plain_run(
     spec: FolderSpec, root: Path, *, epochs: int, augment: bool, seed: int = 0, holdout: bool = False
 ) -> Outcome:
     """The hand-written loop; `holdout`: trained on the 90% of train/ that cnnq trains on (the same
     seeded, stratified carve), to tell the cost of cnnq's validation set from that of its recipe."""
     started = time.perf_counter()
+    torch.set_num_threads(torch_threads())
     torch.manual_seed(seed)
     steps: list[object] = [transforms.Grayscale(1)] if spec.channels == 1 else []
     if augment:
@@ -240,7 +258,7 @@ def main() -> None:
     if args.rgb_images:
         FOLDERS["rgb64"] = replace(FOLDERS["rgb64"], train=args.rgb_images[0], test=args.rgb_images[1])
 
-    threads = configure_threads()
+    threads = torch_threads()
     console = Console(width=150)
     load_before = os.getloadavg()
     table = Table(
@@ -322,12 +340,20 @@ def run_pairs(
     for seed in range(args.repeats):
         for side in ("plain", "cnnq") if seed % 2 == 0 else ("cnnq", "plain"):
             if side == "plain":
-                outcome = plain_run(
-                    spec, root, epochs=args.epochs, augment=augment, seed=seed, holdout=args.holdout
+                outcome = in_fresh_process(
+                    plain_run,
+                    spec=spec,
+                    root=root,
+                    epochs=args.epochs,
+                    augment=augment,
+                    seed=seed,
+                    holdout=args.holdout,
                 )
                 row.plains.append(outcome)
             else:
-                outcome = cnnq_run(root, epochs=args.epochs, augment=augment, streamed=streamed, seed=seed)
+                outcome = in_fresh_process(
+                    cnnq_run, root=root, epochs=args.epochs, augment=augment, streamed=streamed, seed=seed
+                )
                 row.ours.append(outcome)
             console.print(
                 f"{spec.name} augment={augment} streamed={streamed} seed {seed} {side}: {outcome}, "

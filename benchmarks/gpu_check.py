@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bulk_scoring import Stack, make_jpegs  # noqa: E402
 from benchmarks.train_throughput import plain_epoch  # noqa: E402
 from cnnq.data.registry import load_dataset  # noqa: E402
-from cnnq.jobs.device import configure_threads, pick_device, plan_precision  # noqa: E402
+from cnnq.jobs.device import configure_cpu, pick_device, plan_precision  # noqa: E402
 from cnnq.jobs.reporter import RecordingReporter  # noqa: E402
 from cnnq.jobs.spec import TrainSpec  # noqa: E402
 from cnnq.jobs.train import data_request, train_job  # noqa: E402
@@ -97,7 +97,7 @@ def stage_env(check: Check) -> None:
             "visible_gpus": [gpu.__dict__ for gpu in visible_gpus()],
             "pick_device": str(pick_device("auto")),
             "plans": {p: plan_precision(p, device).name for p in ("fp32", "fp16", "bf16")},
-            "threads": configure_threads(),
+            "threads": configure_cpu(),
         },
     )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cnnq.jobs.device import configure_threads
+from cnnq.jobs.device import configure_cpu
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import train_job
@@ -59,7 +59,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    threads = configure_threads()
+    threads = configure_cpu()
     console = Console(width=120)
     table = Table(
         title=f"MNIST test accuracy, default recipe, {args.epochs} epochs, {args.precision}, "

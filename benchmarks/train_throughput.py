@@ -1,7 +1,8 @@
 """Training throughput: cnnq's train job against a plain PyTorch loop, one MNIST epoch each.
 
-Both run in this process with the same torch threads, the same model (same seed), batch size,
-optimizer, schedule, precision and the very same batches (the dataset's tensors on the same device);
+Both run in this process with the same torch threads and allocator settings (`configure_cpu`), the
+same model (same seed), batch size, optimizer, schedule, precision and the very same batches (the
+dataset's tensors on the same device): it measures what cnnq's job adds around the same step;
 each side gets a warm-up first. Then `--repeats` pairs run back to back, the side that goes first
 alternating; the ratio shown is the median of the pairs' ratios, so drift in the machine's speed
 (a shared VM's neighbours, clocks) hits both sides of a pair alike. The plain loop is the loop
@@ -28,7 +29,7 @@ from rich.table import Table
 from torch import nn
 
 from cnnq.data.registry import DatasetBundle, load_dataset
-from cnnq.jobs.device import autocast, configure_threads, pick_device, plan_precision
+from cnnq.jobs.device import autocast, configure_cpu, pick_device, plan_precision
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import data_request, make_optimizer, make_scheduler, seed_everything, train_job
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast on both sides).")
     args = parser.parse_args()
 
-    threads = configure_threads()
+    threads = configure_cpu()
     device = pick_device(args.device)
     table = Table(
         title=f"MNIST training throughput, 1 epoch, {device}, {args.precision}, {threads} torch threads, "

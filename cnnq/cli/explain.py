@@ -36,10 +36,10 @@ def explain(
         raise UserError(f"--out {out}: write the heatmap to a .png or .jpg file")
 
     from cnnq.jobs.checkpoint import load_model_file
-    from cnnq.jobs.device import configure_threads, pick_device
+    from cnnq.jobs.device import configure_cpu, pick_device
     from cnnq.jobs.gradcam import explain_image, overlay
 
-    configure_threads()
+    configure_cpu()
     loaded = load_model_file(model_file, pick_device("auto"))
     explanation = explain_image(loaded, picture, class_name, name=str(image))
     out = out.expanduser()

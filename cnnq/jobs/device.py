@@ -1,4 +1,4 @@
-"""Where a job runs: the device, torch's thread pools, and the mixed-precision plan."""
+"""Where a job runs: the device, torch's thread pools, the allocator, and the mixed-precision plan."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from cnnq.errors import UserError
+from cnnq.jobs.allocator import keep_freed_memory
 from cnnq.settings import get_settings, usable_cores
 
 _threads_configured = False
@@ -24,8 +25,9 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def configure_threads() -> int:
-    """Set torch's thread pools once per process so that one job never oversubscribes its cores.
+def configure_cpu() -> int:
+    """Set torch's thread pools so that one job never oversubscribes its cores, and have the allocator
+    keep what a step frees for the next (`cnnq.jobs.allocator`); returns the threads.
 
     `CNNQ_TORCH_THREADS` wins; else the cores this process may run on (its affinity, not the host's
     count). The inter-op pool can only be sized before torch first uses it, hence the guard.
@@ -38,7 +40,22 @@ def configure_threads() -> int:
         with contextlib.suppress(RuntimeError):  # already started by an earlier parallel op
             torch.set_num_interop_threads(min(threads, 2))
         _threads_configured = True
+    keep_freed_memory()
     return threads
+
+
+# Training's channels_last default on a CPU: up to this side. oneDNN's CPU convolutions ran the
+# tutorial nets' steps 1.18-1.20x faster in channels_last at 28-32 px, and 0.82-1.07x (mostly slower)
+# at 48-96 px, ResNet-18 at 224 px 1.02x (benchmarks/cpu_training_step.py, 2-core AVX2 EPYC, with
+# cnnq's allocator; README Measured).
+CHANNELS_LAST_MAX_SIDE = 32
+
+
+def trains_channels_last(requested: bool | None, device: torch.device, image_size: int) -> bool:
+    """The layout a training job uses: as asked, else channels_last on a CPU for small inputs only."""
+    if requested is not None:
+        return requested
+    return device.type == "cpu" and image_size <= CHANNELS_LAST_MAX_SIDE
 
 
 @dataclass(frozen=True)

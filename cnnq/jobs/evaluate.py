@@ -23,7 +23,7 @@ from sklearn.metrics import (
 
 from cnnq.errors import UserError
 from cnnq.jobs.checkpoint import LoadedModel
-from cnnq.jobs.device import configure_threads, pick_device
+from cnnq.jobs.device import configure_cpu, pick_device
 from cnnq.jobs.model_cache import cached_model
 from cnnq.jobs.reporter import Reporter
 from cnnq.jobs.spec import EvalSpec
@@ -39,7 +39,7 @@ AUC_SEED = 0
 def evaluate_job(spec: EvalSpec, workdir: Path, reporter: Reporter) -> None:
     from cnnq.data.registry import load_dataset
 
-    configure_threads()
+    configure_cpu()
     device = pick_device(spec.device)
     workdir.mkdir(parents=True, exist_ok=True)
     loaded = cached_model(spec.model_file, device, spec.model_file_sha256)

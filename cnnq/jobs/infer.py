@@ -21,7 +21,7 @@ import torch
 
 from cnnq.atomic_file import atomic_file
 from cnnq.jobs.checkpoint import LoadedModel
-from cnnq.jobs.device import configure_threads, pick_device
+from cnnq.jobs.device import configure_cpu, pick_device
 from cnnq.jobs.engines import EagerEngine, Engine, resolve_engine
 from cnnq.jobs.image_batches import ImageBatch, Preprocessing, image_batches
 from cnnq.jobs.inputs import list_inputs, spread_sample
@@ -232,7 +232,7 @@ def infer_job(spec: InferSpec, workdir: Path, reporter: Reporter) -> None:
     inputs = list(dict.fromkeys(spec.inputs)) if spec.inputs is not None else list_inputs(spec.input)
     done = reporter.done_inputs(inputs)
     todo = [path for path in inputs if path not in done]
-    threads = configure_threads()
+    threads = configure_cpu()
     device = pick_device(spec.device)
     loaded = cached_model(spec.model_file, device, spec.model_file_sha256)
     decision = Decision.for_model(loaded, spec.threshold)

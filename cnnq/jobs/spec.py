@@ -92,8 +92,8 @@ class TrainSpec(_Spec, _DataOptions):
     precision: Precision = "fp32"
     channels_last: bool | None = Field(
         None,
-        description="Convolutions in channels_last memory layout (default: on a CPU, where oneDNN runs "
-        "them faster; off on CUDA).",
+        description="Convolutions in channels_last memory layout (default: on a CPU for inputs up to "
+        "32 px, where oneDNN runs them faster; off for larger inputs and on CUDA).",
     )
     patience: int | None = Field(
         None, ge=1, description="Stop after this many epochs without a better val_accuracy."

@@ -27,7 +27,14 @@ from cnnq.jobs.checkpoint import (
     save_checkpoint,
     save_model_file,
 )
-from cnnq.jobs.device import PrecisionPlan, autocast, configure_threads, pick_device, plan_precision
+from cnnq.jobs.device import (
+    PrecisionPlan,
+    autocast,
+    configure_cpu,
+    pick_device,
+    plan_precision,
+    trains_channels_last,
+)
 from cnnq.jobs.hyperparameters import effective_hyperparameters
 from cnnq.jobs.reporter import JobInterrupted, Reporter
 from cnnq.jobs.spec import TrainSpec, data_request
@@ -46,7 +53,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> None:
     from cnnq.data.registry import load_dataset
     from cnnq.models.registry import build_model
 
-    threads = configure_threads()
+    threads = configure_cpu()
     device = pick_device(spec.device)
     workdir.mkdir(parents=True, exist_ok=True)
     bundle = load_dataset(data_request(spec), device)
@@ -63,7 +70,7 @@ def train_job(spec: TrainSpec, workdir: Path, reporter: Reporter) -> None:
         weights=spec.weights,
         freeze_backbone=spec.freeze_backbone,
     ).to(device)
-    channels_last = device.type == "cpu" if spec.channels_last is None else spec.channels_last
+    channels_last = trains_channels_last(spec.channels_last, device, bundle.image_size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(spec, model)

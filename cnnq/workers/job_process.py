@@ -122,8 +122,12 @@ def _connect_early() -> None:
 
 
 def _between_jobs() -> None:
-    """Give back what the last job held and no cache keeps: its tensors, and CUDA's cached blocks."""
+    """Give back what the last job held and no cache keeps: its tensors, the heap pages its steps
+    kept for reuse (`cnnq.jobs.allocator`), and CUDA's cached blocks."""
+    from cnnq.jobs.allocator import give_back_freed_memory
+
     gc.collect()
+    give_back_freed_memory()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()

@@ -386,7 +386,9 @@ def test_a_checkpoint_resumes_after_an_upgrade_adds_an_option_not_under_another_
     assert not written_by(None, spec)
 
 
-def test_a_cpu_job_trains_in_channels_last_unless_told_not_to(tiny_mnist: Path, tmp_path: Path) -> None:
+def test_a_small_image_cpu_job_trains_in_channels_last_unless_told_not_to(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
     runs = {}
     for given in (None, False):
         reporter = RecordingReporter()
