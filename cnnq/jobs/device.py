@@ -44,10 +44,10 @@ def configure_cpu() -> int:
     return threads
 
 
-# Training's channels_last default on a CPU: up to this side. oneDNN's CPU convolutions ran the
-# tutorial nets' steps 1.18-1.20x faster in channels_last at 28-32 px, and 0.82-1.07x (mostly slower)
-# at 48-96 px, ResNet-18 at 224 px 1.02x (benchmarks/cpu_training_step.py, 2-core AVX2 EPYC, with
-# cnnq's allocator; README Measured).
+# Training's channels_last default on a CPU: up to this side. With cnnq's allocator, oneDNN ran the
+# classic nets' steps 1.18-1.20x faster in channels_last at 28-32 px and 0.82-1.07x (mostly slower) at
+# 48-96 px; ResNet-18 1.14x at 128 px, 1.02x at 224 (`benchmarks/cpu_training_step.py --layouts`, a
+# 2-core Zen 3 EPYC; README Measured). Other CPUs may differ: `--channels-last` asks for it anywhere.
 CHANNELS_LAST_MAX_SIDE = 32
 
 
