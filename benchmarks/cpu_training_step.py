@@ -32,8 +32,10 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from statistics import median
+from typing import TypeVar
 
 import torch
 from rich.console import Console
@@ -46,6 +48,7 @@ from cnnq.models.registry import build_model
 
 MODELS = ["lenet:28:1", "mnist-cnn:28:1", "cifar-cnn:32:3", "mnist-cnn:64:3", "resnet18:64:3"]
 BATCH = 64
+T = TypeVar("T")
 SETUPS = ("tutorial", "+ kept memory", "+ fused Adam", "+ pool before ReLU", "+ channels_last")
 
 
@@ -88,6 +91,20 @@ def images_per_cpu_second(name: str, size: int, channels: int, *, setup: str, st
     return steps * BATCH / (time.process_time() - started)
 
 
+def in_fresh_process(run: Callable[..., T], *args: object) -> T:
+    """`run(*args)` in a new Python process: the allocator's thresholds hold for a whole process."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run, *args).result()
+
+
+def shape_and_steps(entry: str, seconds: float) -> tuple[tuple[str, int, int], int]:
+    """NAME:SIZE:CHANNELS, and the steps that take about `seconds` of CPU time in the tutorial set-up."""
+    name, size, channels = entry.split(":")
+    shape = (name, int(size), int(channels))
+    probe = images_per_cpu_second(*shape, setup="tutorial", steps=2)
+    return shape, max(3, round(seconds * probe / BATCH))
+
+
 def measure(shape: tuple[str, int, int], setups: list[str], steps: int, threads: int) -> dict[str, float]:
     """In a fresh process: the set-ups' rates, the kept-memory allocator on unless it is the tutorial."""
     if setups != ["tutorial"]:
@@ -121,15 +138,10 @@ def layout_table(args: argparse.Namespace) -> Table:
     for column in ("model", "input", "default layout img/CPU s", "channels_last img/CPU s", "ratio (range)"):
         table.add_column(column, justify="right")
     for entry in args.models:
-        name, size, channels = entry.split(":")
-        shape = (name, int(size), int(channels))
-        probe = images_per_cpu_second(*shape, setup="tutorial", steps=2)
-        steps = max(3, round(args.seconds * probe / BATCH))
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-            default, channels_last, ratios = pool.submit(
-                layouts, shape, steps, args.threads, args.repeats
-            ).result()
+        (name, size, channels), steps = shape_and_steps(entry, args.seconds)
+        default, channels_last, ratios = in_fresh_process(
+            layouts, (name, size, channels), steps, args.threads, args.repeats
+        )
         table.add_row(
             name,
             f"{channels}x{size}x{size}",
@@ -138,13 +150,6 @@ def layout_table(args: argparse.Namespace) -> Table:
             f"{median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f})",
         )
     return table
-
-
-def in_fresh_process(
-    shape: tuple[str, int, int], setups: list[str], steps: int, threads: int
-) -> dict[str, float]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure, shape, setups, steps, threads).result()
 
 
 def main() -> None:
@@ -177,19 +182,17 @@ def main() -> None:
         table.add_column(setup, justify="right")
     cpu = torch.device("cpu")
     for entry in args.models:
-        name, size, channels = entry.split(":")
-        shape = (name, int(size), int(channels))
-        probe = images_per_cpu_second(*shape, setup="tutorial", steps=2)
-        steps = max(3, round(args.seconds * probe / BATCH))
+        shape, steps = shape_and_steps(entry, args.seconds)
+        name, size, channels = shape
         rates: dict[str, list[float]] = {setup: [] for setup in SETUPS}
         for round_ in range(args.repeats):
             shift = round_ % (len(SETUPS) - 1)
             others = list(SETUPS[1 + shift :] + SETUPS[1 : 1 + shift])
             groups = [["tutorial"], others] if round_ % 2 == 0 else [others, ["tutorial"]]
             for group in groups:
-                for setup, rate in in_fresh_process(shape, group, steps, args.threads).items():
+                for setup, rate in in_fresh_process(measure, shape, group, steps, args.threads).items():
                     rates[setup].append(rate)
-        default = "+ channels_last" if trains_channels_last(None, cpu, int(size)) else "+ pool before ReLU"
+        default = "+ channels_last" if trains_channels_last(None, cpu, size) else "+ pool before ReLU"
         cells = [name, f"{channels}x{size}x{size}", f"{median(rates['tutorial']):,.0f}"]
         for setup in SETUPS[1:]:
             ratios = sorted(ours / base for base, ours in zip(rates["tutorial"], rates[setup], strict=True))

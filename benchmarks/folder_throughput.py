@@ -57,10 +57,11 @@ from torchvision import datasets, transforms
 
 from cnnq.data.splits import stratified_split
 from cnnq.data.tensor_sets import read_mnist
+from cnnq.jobs.device import job_threads
 from cnnq.jobs.reporter import RecordingReporter
 from cnnq.jobs.spec import TrainSpec
 from cnnq.jobs.train import train_job
-from cnnq.settings import get_settings, reload_settings, usable_cores
+from cnnq.settings import reload_settings
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_ROOT = (REPO.parent / "shared" / "datasets").resolve()
@@ -153,18 +154,13 @@ def in_fresh_process(run: Callable[..., Outcome], **options: object) -> Outcome:
         return pool.submit(run, **options).result()
 
 
-def torch_threads() -> int:
-    """The torch threads a cnnq job takes here (`cnnq.jobs.device.configure_cpu`): both sides get them."""
-    return get_settings().torch_threads or usable_cores()
-
-
 def plain_run(
     spec: FolderSpec, root: Path, *, epochs: int, augment: bool, seed: int = 0, holdout: bool = False
 ) -> Outcome:
     """The hand-written loop; `holdout`: trained on the 90% of train/ that cnnq trains on (the same
     seeded, stratified carve), to tell the cost of cnnq's validation set from that of its recipe."""
     started = time.perf_counter()
-    torch.set_num_threads(torch_threads())
+    torch.set_num_threads(job_threads())
     torch.manual_seed(seed)
     steps: list[object] = [transforms.Grayscale(1)] if spec.channels == 1 else []
     if augment:
@@ -258,7 +254,7 @@ def main() -> None:
     if args.rgb_images:
         FOLDERS["rgb64"] = replace(FOLDERS["rgb64"], train=args.rgb_images[0], test=args.rgb_images[1])
 
-    threads = torch_threads()
+    threads = job_threads()
     console = Console(width=150)
     load_before = os.getloadavg()
     table = Table(

@@ -17,6 +17,7 @@ Left alone where the user tuned glibc's malloc themselves (`MALLOC_MMAP_THRESHOL
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -29,6 +30,7 @@ _MMAP_THRESHOLDS = (2**30, 2**25)
 _kept: bool | None = None
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
@@ -67,7 +69,6 @@ def keep_freed_memory() -> bool:
 
 def give_back_freed_memory() -> None:
     """Return the heap's free pages to the system: between jobs, where no step will reuse them."""
-    if _kept:
-        libc = _glibc()
-        if libc is not None:
-            libc.malloc_trim(0)
+    libc = _glibc()
+    if _kept and libc is not None:
+        libc.malloc_trim(0)

@@ -25,6 +25,11 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def job_threads() -> int:
+    """The torch threads a job takes: `CNNQ_TORCH_THREADS`, else the cores this process may run on."""
+    return get_settings().torch_threads or usable_cores()
+
+
 def configure_cpu() -> int:
     """Set torch's thread pools so that one job never oversubscribes its cores, and have the allocator
     keep what a step frees for the next (`cnnq.jobs.allocator`); returns the threads.
@@ -33,7 +38,7 @@ def configure_cpu() -> int:
     count). The inter-op pool can only be sized before torch first uses it, hence the guard.
     """
     global _threads_configured
-    threads = get_settings().torch_threads or usable_cores()
+    threads = job_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     if not _threads_configured:
